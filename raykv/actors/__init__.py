@@ -1,0 +1,1 @@
+"""Thin Ray shells around raykv.cluster logic: the only package that calls Ray."""

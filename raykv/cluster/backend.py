@@ -1,0 +1,69 @@
+"""What a storage node needs from local storage: versioned keys by token range, durable hints, metadata.
+
+CONTRACT STUB. ``MemoryBackend`` (for the simulator, toydb-style) and
+``LSMBackend`` (over ``raykv.storage.LSMStore``) implement it; one shared test
+suite (tests/cluster/test_backend_suite.py) runs against both.
+
+Keys are grouped by their ring token (``raykv.cluster.ring.key_token``), so
+``iter_range`` walks one token range in order: that is what Merkle
+anti-entropy and range streaming on join/leave read.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator
+
+from raykv.cluster.vclock import Sibling
+
+
+class VersionedBackend(abc.ABC):
+    """Sibling sets per key, hints per target node, small metadata; every method is synchronous and durable on return
+    (subject to the backend's fsync policy)."""
+
+    @abc.abstractmethod
+    def get(self, key: bytes) -> list[Sibling]:
+        """Stored siblings of ``key`` (tombstones and expired ones included); [] when absent."""
+
+    @abc.abstractmethod
+    def put(self, key: bytes, siblings: list[Sibling]) -> None:
+        """Replace the stored sibling set of ``key`` (callers pass the result of ``vclock.sync``)."""
+
+    @abc.abstractmethod
+    def put_many(self, items: list[tuple[bytes, list[Sibling]]]) -> None:
+        """Atomic batch of ``put`` (one WAL record in the LSM backend)."""
+
+    @abc.abstractmethod
+    def remove(self, key: bytes) -> None:
+        """Forget ``key`` entirely (tombstone GC, handing off a range that is no longer ours)."""
+
+    @abc.abstractmethod
+    def iter_range(self, lo: int, hi: int) -> Iterator[tuple[bytes, list[Sibling]]]:
+        """Keys whose token t satisfies lo < t <= hi (wrapping when lo >= hi; lo == hi means the whole ring), by token."""
+
+    @abc.abstractmethod
+    def add_hint(self, target: str, key: bytes, siblings: list[Sibling]) -> None:
+        """Durably remember that ``target`` should receive ``siblings`` for ``key`` (merged with any hint already held)."""
+
+    @abc.abstractmethod
+    def iter_hints(self, target: str | None = None) -> Iterator[tuple[str, bytes, list[Sibling]]]:
+        """(target, key, siblings) for every hint held, optionally for one target."""
+
+    @abc.abstractmethod
+    def remove_hint(self, target: str, key: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def hint_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def meta_get(self, name: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def meta_put(self, name: str, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> dict:
+        """At least {'keys': int, 'disk_bytes': int}."""
+
+    def close(self) -> None:
+        pass

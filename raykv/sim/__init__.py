@@ -1,0 +1,1 @@
+"""In-process, seeded, fault-injecting transport with virtual time, for tests."""

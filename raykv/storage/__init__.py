@@ -1,0 +1,1 @@
+"""The single-node LSM storage engine (no ``import ray``)."""
