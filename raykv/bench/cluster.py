@@ -1,0 +1,217 @@
+"""`raykv bench cluster`: the store on Ray against plain-Ray baselines measured in the same run.
+
+Each raykv number is printed next to a baseline measured seconds apart on the
+same machine, and the verdict is the ratio (these machines are shared and
+noisy; absolute times are not comparable between runs):
+
+- single-key ``put``/``get`` latency p50/p99 at N=3 R=2 W=2 vs a raw Ray actor
+  call round trip (target: p50 at most 2.5x);
+- ``put_many``/``get_many`` items/s at N=3 vs one plain Ray actor holding a
+  dict, fed in equal batches (targets: 0.25x and 0.35x);
+- single-key throughput from 8 concurrent async callers vs the same callers
+  hitting one plain actor (target: 0.5x).
+
+Run: ``raykv bench cluster`` or ``python -m raykv.bench.cluster --out docs/bench-cluster.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from tqdm import tqdm
+
+TARGETS = {
+    "put p50": ("<=", 2.5),
+    "get p50": ("<=", 2.5),
+    "put_many": (">=", 0.25),
+    "get_many": (">=", 0.35),
+    "concurrent put": (">=", 0.5),
+    "concurrent get": (">=", 0.5),
+}
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _baseline_actors():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        """The cheapest actor call there is: the raw round-trip baseline."""
+
+        def ping(self, x):
+            return x
+
+    @ray.remote(num_cpus=0)
+    class DictStore:
+        """One plain actor holding a dict: the single-machine baseline raykv is compared with."""
+
+        def __init__(self):
+            self.d = {}
+
+        async def put(self, k, v):
+            self.d[k] = v
+
+        async def get(self, k):
+            return self.d.get(k)
+
+        def put_many(self, items):
+            self.d.update(items)
+            return len(items)
+
+        def get_many(self, keys):
+            d = self.d
+            return {k: d[k] for k in keys if k in d}
+
+    return Echo, DictStore
+
+
+def _latency(fn, n: int, label: str) -> list[float]:
+    samples = []
+    for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
+        t0 = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def _throughput(fn, batches: list, label: str) -> float:
+    items = 0
+    t0 = time.perf_counter()
+    for batch in tqdm(batches, desc=label, leave=False, file=sys.stderr):
+        fn(batch)
+        items += len(batch)
+    return items / (time.perf_counter() - t0)
+
+
+async def _concurrent(op, callers: int, per_caller: int) -> float:
+    async def caller(c: int):
+        for i in range(per_caller):
+            await op(c, i)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(callers)))
+    return callers * per_caller / (time.perf_counter() - t0)
+
+
+def run(ops: int = 1000, batch: int = 1000, batches: int = 10, callers: int = 8,
+        nodes: int = 5, data_dir: str | None = None) -> list[dict]:
+    """Run every phase and return result rows: {metric, raykv, baseline, ratio, target, ok}."""
+    import ray
+
+    import raykv
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), namespace="raykv", include_dashboard=False,
+                 log_to_driver=False)
+    Echo, DictStore = _baseline_actors()
+    echo, plain = Echo.remote(), DictStore.remote()
+    ray.get([echo.ping.remote(0), plain.put.remote(b"x", b"x")])
+    tmp = data_dir or tempfile.mkdtemp(prefix="raykv-bench-")
+    kv = raykv.start(name="bench", nodes=nodes, replicas=3, read_quorum=2, write_quorum=2, data_dir=tmp)
+    value = b"v" * 100
+    rows: list[dict] = []
+
+    def row(metric, mine, base, unit, higher_is_better):
+        ratio = mine / base if base else float("nan")
+        op, target = TARGETS.get(metric, (None, None))
+        ok = None if op is None else (ratio <= target if op == "<=" else ratio >= target)
+        rows.append(dict(metric=metric, raykv=mine, baseline=base, unit=unit, ratio=ratio,
+                         target=f"{op} {target}x" if op else "", ok=ok))
+
+    try:
+        # Warm up both paths (actor handles, coordinator views, code paths).
+        for i in range(50):
+            kv.put(b"warm%d" % i, value)
+            kv.get(b"warm%d" % i)
+            ray.get(echo.ping.remote(i))
+
+        raw = _latency(lambda i: ray.get(echo.ping.remote(i)), ops, "raw round trip")
+        puts = _latency(lambda i: kv.put(b"lat%08d" % i, value), ops, "put")
+        gets = _latency(lambda i: kv.get(b"lat%08d" % i), ops, "get")
+        raw_p50, raw_p99 = _percentile(raw, 0.5), _percentile(raw, 0.99)
+        for name, s in (("put", puts), ("get", gets)):
+            row(f"{name} p50", _percentile(s, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
+            row(f"{name} p99", _percentile(s, 0.99) * 1e3, raw_p99 * 1e3, "ms", False)
+
+        keys = [[b"bulk%04d%06d" % (b, i) for i in range(batch)] for b in range(batches)]
+        put_batches = [{k: value for k in ks} for ks in keys]
+        base_put = _throughput(lambda d: ray.get(plain.put_many.remote(d)), put_batches, "plain put_many")
+        mine_put = _throughput(lambda d: kv.put_many(d), put_batches, "raykv put_many")
+        base_get = _throughput(lambda ks: ray.get(plain.get_many.remote(ks)), keys, "plain get_many")
+        mine_get = _throughput(lambda ks: kv.get_many(ks), keys, "raykv get_many")
+        row("put_many", mine_put, base_put, "items/s", True)
+        row("get_many", mine_get, base_get, "items/s", True)
+
+        per = max(1, ops // callers)
+
+        async def plain_put(c, i):
+            await plain.put.remote(b"c%d-%d" % (c, i), value)
+
+        async def plain_get(c, i):
+            await plain.get.remote(b"c%d-%d" % (c, i))
+
+        async def kv_put(c, i):
+            await kv.aput(b"c%d-%d" % (c, i), value)
+
+        async def kv_get(c, i):
+            await kv.aget(b"c%d-%d" % (c, i))
+
+        base_cput = asyncio.run(_concurrent(plain_put, callers, per))
+        mine_cput = asyncio.run(_concurrent(kv_put, callers, per))
+        base_cget = asyncio.run(_concurrent(plain_get, callers, per))
+        mine_cget = asyncio.run(_concurrent(kv_get, callers, per))
+        row("concurrent put", mine_cput, base_cput, "ops/s", True)
+        row("concurrent get", mine_cget, base_cget, "ops/s", True)
+    finally:
+        kv.shutdown()
+        ray.kill(echo)
+        ray.kill(plain)
+    return rows
+
+
+def render(rows: list[dict], argv: list[str]) -> str:
+    lines = [f"Command: `raykv bench cluster {' '.join(argv)}`".rstrip() + "  ",
+             f"Machine: {os.cpu_count()} cores; Ray {__import__('ray').__version__}; {time.strftime('%Y-%m-%d')}",
+             "",
+             "| metric | raykv | baseline | unit | ratio raykv/baseline | target | met |",
+             "|---|---:|---:|---|---:|---|---|"]
+    for r in rows:
+        met = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
+        lines.append(f"| {r['metric']} | {r['raykv']:.3g} | {r['baseline']:.3g} | {r['unit']} | "
+                     f"{r['ratio']:.2f} | {r['target']} | {met} |")
+    lines.append("")
+    lines.append("Baselines: latency vs a raw Ray actor call (`ray.get(echo.ping.remote(i))`); "
+                 "throughput vs one plain Ray actor holding a dict, same batches and callers.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="raykv bench cluster", description=__doc__.split("\n")[0])
+    p.add_argument("--ops", type=int, default=1000, help="single-key operations per latency phase")
+    p.add_argument("--batch", type=int, default=1000, help="items per put_many/get_many batch")
+    p.add_argument("--batches", type=int, default=10, help="number of batches")
+    p.add_argument("--callers", type=int, default=8, help="concurrent async callers")
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--out", help="also write the markdown table to this file")
+    args = p.parse_args(argv)
+    rows = run(ops=args.ops, batch=args.batch, batches=args.batches, callers=args.callers, nodes=args.nodes)
+    text = render(rows, argv)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
