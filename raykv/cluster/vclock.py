@@ -1,24 +1,47 @@
 """Dotted version vectors: causality per key, siblings for concurrent writes.
 
-CONTRACT STUB (to be implemented). Signatures below are the interface other
-modules code against; do not change them without updating every caller.
-
 References: Almeida, Baquero, Goncalves, Preguica, Fonte, "Scalable and
 Accurate Causality Tracking for Eventually Consistent Stores" (DAIS 2014);
-DeCandia et al., "Dynamo" (SOSP 2007) section 4.4; riak_core ``vclock.erl``.
+DeCandia et al., "Dynamo" (SOSP 2007) section 4.4; riak_core ``vclock.erl``
+(``prune/3``: small/big/young/old) and riak_kv's ``dvvset.erl``.
 
 Model: every write is a ``Sibling`` with a unique ``dot`` = (actor, counter)
 minted by the coordinator that accepted it, and a ``context`` = the version
 vector the writer had read. Sibling ``a`` is obsolete iff another sibling
 ``b`` (b.dot != a.dot) has ``b.context.covers(a.dot)``. Two writes with the
-same context are therefore concurrent siblings, never a silent overwrite.
+same context are therefore concurrent siblings, never a silent overwrite, and
+two copies of one write (same dot: a retried request) collapse into one.
+
+Pruning (``VClock.prune``) bounds a context the way riak_core bounds a vclock:
+entries are dropped oldest-first, never below ``small`` entries, never when
+younger than ``young`` seconds, and only while the clock has more than ``big``
+entries or the oldest entry is older than ``old`` seconds. What it can cost:
+a context that lost the entry of actor X covers none of X's writes any more,
+so a write made with it no longer supersedes older X-siblings still held by a
+stale replica; they come back as *spurious siblings* (the user sees a
+conflict and resolves it). It can never drop a write silently, because a
+sibling is only ever removed by a context that covers its dot, and pruning
+only makes contexts cover less; a sibling's own dot is stored apart from its
+(prunable) context.
+
+Dot minting caveat (for callers): ``covers`` is a version vector test, so a
+context holding ``X: 8`` covers ``(X, 7)``. That is exact when the actor that
+minted ``(X, 8)`` held every earlier X-dot of the key (replica-side minting,
+``next_dot`` below, riak_kv "vnode vclocks"). An actor minting from a global
+counter without the key's state (a stateless coordinator) is exact only when
+reads see every acknowledged concurrent X-write, e.g. strict R + W > N.
+
+Cost: every operation is O(entries) dict work; ``sync`` is O(k^2) in the
+number of siblings k (small in practice); encode/decode are one pass with
+precompiled ``struct`` formats and a shared actor table.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 Dot = tuple[str, int]
 
@@ -30,23 +53,189 @@ class Order(enum.Enum):
     CONCURRENT = "concurrent"
 
 
+_U16 = struct.Struct(">H")
+_ENTRY = struct.Struct(">Qd")      # counter u64, stamp f64
+_IDX_ENTRY = struct.Struct(">HQd")                    # actor index, counter, stamp
+_SIB_HEAD = struct.Struct(">HQdBH")                   # dot actor idx, dot counter, timestamp, flags, ctx entries
+_F64 = struct.Struct(">d")
+_U32 = struct.Struct(">I")
+_FORMAT_VERSION = 1
+_TOMBSTONE = 1
+_HAS_EXPIRY = 2
+
+
 class VClock:
     """Immutable version vector: actor -> counter, with the wall time each entry was last bumped (for pruning)."""
 
+    __slots__ = ("_c", "_s", "_hash")
+
     def __init__(self, counters: Mapping[str, int] | None = None,
-                 stamps: Mapping[str, float] | None = None) -> None: ...
-    def get(self, actor: str) -> int: ...                       # 0 when absent
-    def covers(self, dot: Dot) -> bool: ...                     # self[dot.actor] >= dot.counter
-    def add(self, dot: Dot, now: float) -> "VClock": ...        # max(self[actor], counter)
-    def merge(self, other: "VClock") -> "VClock": ...           # pointwise max
-    def descends(self, other: "VClock") -> bool: ...            # self >= other pointwise
-    def compare(self, other: "VClock") -> Order: ...
-    def prune(self, now: float, *, small: int = 10, big: int = 50,
-              young: float = 20.0, old: float = 86400.0) -> "VClock": ...
-    def to_bytes(self) -> bytes: ...
+                 stamps: Mapping[str, float] | None = None) -> None:
+        c = {a: int(n) for a, n in counters.items() if n > 0} if counters else {}
+        self._c: dict[str, int] = c
+        if stamps:
+            self._s: dict[str, float] = {a: float(stamps.get(a, 0.0)) for a in c}
+        else:
+            self._s = dict.fromkeys(c, 0.0)
+        self._hash: int | None = None
+
     @classmethod
-    def from_bytes(cls, data: bytes) -> "VClock": ...
-    # plus __eq__, __hash__, __len__, __iter__ (actors), __repr__
+    def _raw(cls, c: dict[str, int], s: dict[str, float]) -> "VClock":
+        v = object.__new__(cls)
+        v._c, v._s, v._hash = c, s, None
+        return v
+
+    def get(self, actor: str) -> int:
+        """Counter of ``actor`` (0 when absent). O(1)."""
+        return self._c.get(actor, 0)
+
+    def stamp(self, actor: str) -> float:
+        """Wall time ``actor``'s entry was last bumped (0.0 when unknown or absent)."""
+        return self._s.get(actor, 0.0)
+
+    def covers(self, dot: Dot) -> bool:
+        """True iff this vector has seen ``dot`` (self[actor] >= counter). O(1)."""
+        return self._c.get(dot[0], 0) >= dot[1]
+
+    def add(self, dot: Dot, now: float) -> "VClock":
+        """This vector plus ``dot``: entry becomes max(self[actor], counter), stamped ``now`` when bumped. O(entries)."""
+        actor, n = dot
+        if self._c.get(actor, 0) >= n:
+            return self
+        c = dict(self._c)
+        s = dict(self._s)
+        c[actor] = n
+        s[actor] = float(now)
+        return VClock._raw(c, s)
+
+    def merge(self, other: "VClock") -> "VClock":
+        """Pointwise max (least upper bound); stamps are the max of both sides. O(entries)."""
+        if not other._c:
+            return self
+        if not self._c:
+            return other
+        c = dict(self._c)
+        s = dict(self._s)
+        for a, n in other._c.items():
+            if n > c.get(a, 0):
+                c[a] = n
+            t = other._s[a]
+            if t > s.get(a, -1.0):
+                s[a] = t
+        return VClock._raw(c, s)
+
+    def descends(self, other: "VClock") -> bool:
+        """True iff self >= other pointwise (self has seen everything other has). O(entries)."""
+        c = self._c
+        for a, n in other._c.items():
+            if c.get(a, 0) < n:
+                return False
+        return True
+
+    def compare(self, other: "VClock") -> Order:
+        """Causal order of two vectors: EQUAL, BEFORE (self < other), AFTER, or CONCURRENT."""
+        ge = self.descends(other)
+        le = other.descends(self)
+        if ge and le:
+            return Order.EQUAL
+        if ge:
+            return Order.AFTER
+        if le:
+            return Order.BEFORE
+        return Order.CONCURRENT
+
+    def prune(self, now: float, *, small: int = 10, big: int = 50,
+              young: float = 20.0, old: float = 86400.0) -> "VClock":
+        """riak_core ``vclock:prune``: drop oldest entries while len > small, the oldest is at least ``young``
+        seconds old, and (len > big or the oldest is more than ``old`` seconds old). See the module docstring
+        for what this can cost (spurious siblings, never a lost write). O(entries log entries)."""
+        if len(self._c) <= small:
+            return self
+        order = sorted(self._c, key=lambda a: (self._s[a], a))
+        keep = len(order)
+        i = 0
+        while keep > small:
+            age = now - self._s[order[i]]
+            if age < young or not (keep > big or age > old):
+                break
+            i += 1
+            keep -= 1
+        if i == 0:
+            return self
+        dropped = set(order[:i])
+        return VClock._raw({a: n for a, n in self._c.items() if a not in dropped},
+                           {a: t for a, t in self._s.items() if a not in dropped})
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        """(actor, counter) pairs."""
+        return iter(self._c.items())
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self._c)
+
+    def to_bytes(self) -> bytes:
+        """Compact binary form: u16 count, then (u16 len, actor utf-8, u64 counter, f64 stamp) per entry, sorted by actor."""
+        parts = [_U16.pack(len(self._c))]
+        for a in sorted(self._c):
+            ab = a.encode()
+            parts.append(_U16.pack(len(ab)))
+            parts.append(ab)
+            parts.append(_ENTRY.pack(self._c[a], self._s[a]))
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "VClock":
+        """Inverse of ``to_bytes``; raises ValueError on malformed input."""
+        try:
+            mv = memoryview(data)
+            (count,) = _U16.unpack_from(mv, 0)
+            pos = 2
+            c: dict[str, int] = {}
+            s: dict[str, float] = {}
+            for _ in range(count):
+                (ln,) = _U16.unpack_from(mv, pos)
+                pos += 2
+                a = bytes(mv[pos:pos + ln]).decode()
+                pos += ln
+                n, t = _ENTRY.unpack_from(mv, pos)
+                pos += _ENTRY.size
+                c[a] = n
+                s[a] = t
+        except (struct.error, UnicodeDecodeError) as e:
+            raise ValueError(f"malformed VClock bytes: {e}") from None
+        if pos != len(data):
+            raise ValueError(f"malformed VClock bytes: {len(data) - pos} trailing bytes")
+        return cls._raw(c, s)
+
+    def __eq__(self, other: object) -> bool:
+        """Equality of counters (stamps are bookkeeping for pruning, not causality)."""
+        if not isinstance(other, VClock):
+            return NotImplemented
+        return self._c == other._c
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._c.items()))
+        return self._hash
+
+    def __len__(self) -> int:
+        return len(self._c)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._c)
+
+    def __bool__(self) -> bool:
+        return bool(self._c)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{a}:{n}" for a, n in sorted(self._c.items()))
+        return f"VClock({{{inner}}})"
+
+    def __reduce__(self):
+        return (VClock, (self._c, self._s))
+
+
+EMPTY = VClock()
 
 
 @dataclass(frozen=True)
@@ -60,18 +249,163 @@ class Sibling:
     expires_at: float | None = None   # absolute wall-clock seconds; None = never
 
     @property
-    def clock(self) -> VClock: ...    # context.add(dot)
+    def clock(self) -> VClock:
+        """The version vector of this write: its context plus its own dot."""
+        return self.context.add(self.dot, self.timestamp)
 
-    def expired(self, now: float) -> bool: ...
+    @property
+    def is_tombstone(self) -> bool:
+        return self.value is None
+
+    def expired(self, now: float) -> bool:
+        """True iff the sibling has a TTL and ``now`` is at or past it."""
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def _dup_key(s: Sibling):
+    # Deterministic pick between two siblings claiming the same dot (should be identical copies).
+    return (sorted(s.context.items()), s.timestamp, s.value is None, s.value or b"",
+            s.expires_at is None, s.expires_at or 0.0)
 
 
 def sync(a: Iterable[Sibling], b: Iterable[Sibling]) -> list[Sibling]:
-    """Union of two sibling sets minus obsolete ones, deduplicated by dot, in a deterministic order."""
+    """Union of two sibling sets minus obsolete ones, deduplicated by dot, in a deterministic order (by dot).
+
+    Commutative, associative (for causally consistent histories) and idempotent. O(k^2), k = siblings.
+    """
+    by_dot: dict[Dot, Sibling] = {}
+    for s in a:
+        by_dot[s.dot] = s
+    for s in b:
+        prev = by_dot.get(s.dot)
+        if prev is None or (prev is not s and prev != s and _dup_key(s) > _dup_key(prev)):
+            by_dot[s.dot] = s
+    sibs = list(by_dot.values())
+    if len(sibs) > 1:
+        ctxs = [(s.dot, s.context) for s in sibs]
+        sibs = [s for s in sibs
+                if not any(d != s.dot and c.covers(s.dot) for d, c in ctxs)]
+        sibs.sort(key=lambda s: s.dot)
+    return sibs
+
+
+def reconcile(*sets: Iterable[Sibling]) -> list[Sibling]:
+    """``sync`` of any number of sibling sets."""
+    out: list[Sibling] = []
+    for s in sets:
+        out = sync(out, s)
+    return out
 
 
 def merged_context(siblings: Iterable[Sibling]) -> VClock:
     """The version vector covering every sibling (what a read hands back as context)."""
+    out = EMPTY
+    for s in siblings:
+        out = out.merge(s.context).add(s.dot, s.timestamp)
+    return out
 
 
-def encode_siblings(siblings: list[Sibling]) -> bytes: ...
-def decode_siblings(data: bytes) -> list[Sibling]: ...
+def next_dot(actor: str, siblings: Iterable[Sibling], context: VClock | None = None) -> Dot:
+    """Replica-side dot minting (DVV ``update``): one more than the highest counter of ``actor`` seen in the
+    key's local siblings (their dots and contexts) and in ``context``."""
+    n = context.get(actor) if context is not None else 0
+    for s in siblings:
+        if s.dot[0] == actor and s.dot[1] > n:
+            n = s.dot[1]
+        c = s.context.get(actor)
+        if c > n:
+            n = c
+    return (actor, n + 1)
+
+
+def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
+    """Siblings a read returns: not tombstones and not expired."""
+    return [s for s in siblings if s.value is not None and not s.expired(now)]
+
+
+def encode_siblings(siblings: list[Sibling]) -> bytes:
+    """Compact binary form of a sibling set (not pickle).
+
+    Layout: u8 version; u16 actor count, then (u16 len, utf-8) per actor; u16 sibling count, then per sibling
+    u16 dot actor index, u64 dot counter, f64 timestamp, u8 flags (1 tombstone, 2 has expiry), u16 context
+    entries, [f64 expires_at], (u16 actor index, u64 counter, f64 stamp) per context entry, [u32 len, value].
+    """
+    actors: dict[str, int] = {}
+    parts: list[bytes] = []
+    for s in siblings:
+        a = s.dot[0]
+        ai = actors.get(a)
+        if ai is None:
+            ai = actors[a] = len(actors)
+        ctx = s.context
+        flags = (_TOMBSTONE if s.value is None else 0) | (_HAS_EXPIRY if s.expires_at is not None else 0)
+        parts.append(_SIB_HEAD.pack(ai, s.dot[1], s.timestamp, flags, len(ctx._c)))
+        if s.expires_at is not None:
+            parts.append(_F64.pack(s.expires_at))
+        st = ctx._s
+        for ca, n in ctx._c.items():
+            ci = actors.get(ca)
+            if ci is None:
+                ci = actors[ca] = len(actors)
+            parts.append(_IDX_ENTRY.pack(ci, n, st[ca]))
+        if s.value is not None:
+            parts.append(_U32.pack(len(s.value)))
+            parts.append(s.value)
+    head = [bytes((_FORMAT_VERSION,)), _U16.pack(len(actors))]
+    for a in actors:
+        ab = a.encode()
+        head.append(_U16.pack(len(ab)))
+        head.append(ab)
+    head.append(_U16.pack(len(siblings)))
+    return b"".join(head) + b"".join(parts)
+
+
+def decode_siblings(data: bytes) -> list[Sibling]:
+    """Inverse of ``encode_siblings``; raises ValueError on malformed input."""
+    try:
+        mv = memoryview(data)
+        if not data or data[0] != _FORMAT_VERSION:
+            raise ValueError(f"unknown sibling encoding version {data[:1]!r}")
+        (na,) = _U16.unpack_from(mv, 1)
+        pos = 3
+        actors: list[str] = []
+        for _ in range(na):
+            (ln,) = _U16.unpack_from(mv, pos)
+            pos += 2
+            actors.append(bytes(mv[pos:pos + ln]).decode())
+            pos += ln
+        (ns,) = _U16.unpack_from(mv, pos)
+        pos += 2
+        out: list[Sibling] = []
+        head_size = _SIB_HEAD.size
+        ent_size = _IDX_ENTRY.size
+        for _ in range(ns):
+            ai, dc, ts, flags, nc = _SIB_HEAD.unpack_from(mv, pos)
+            pos += head_size
+            exp = None
+            if flags & _HAS_EXPIRY:
+                (exp,) = _F64.unpack_from(mv, pos)
+                pos += 8
+            c: dict[str, int] = {}
+            s: dict[str, float] = {}
+            for _ in range(nc):
+                ci, n, t = _IDX_ENTRY.unpack_from(mv, pos)
+                pos += ent_size
+                a = actors[ci]
+                c[a] = n
+                s[a] = t
+            if flags & _TOMBSTONE:
+                value = None
+            else:
+                (ln,) = _U32.unpack_from(mv, pos)
+                pos += 4
+                value = bytes(mv[pos:pos + ln])
+                if len(value) != ln:
+                    raise ValueError("truncated value")
+                pos += ln
+            out.append(Sibling((actors[ai], dc), VClock._raw(c, s), value, ts, exp))
+    except (struct.error, IndexError, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed sibling bytes: {e}") from None
+    if pos != len(data):
+        raise ValueError(f"malformed sibling bytes: {len(data) - pos} trailing bytes")
+    return out

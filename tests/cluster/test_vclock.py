@@ -1,0 +1,252 @@
+"""Properties of raykv.cluster.vclock: partial-order laws, merge laws, DVV sibling reduction, pruning, encoding."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from raykv.cluster.vclock import (
+    Order, Sibling, VClock, decode_siblings, encode_siblings, live, merged_context, next_dot, reconcile, sync,
+)
+
+ACTORS = ["a", "b", "c", "d", "é-node"]
+
+counters = st.dictionaries(st.sampled_from(ACTORS), st.integers(0, 6), max_size=5)
+vclocks = st.builds(VClock, counters)
+
+
+# ---------------------------------------------------------------- VClock laws
+
+@given(vclocks)
+def test_reflexive(x):
+    assert x.descends(x) and x.compare(x) is Order.EQUAL
+
+
+@given(vclocks, vclocks)
+def test_antisymmetric_and_compare_consistent(x, y):
+    o = x.compare(y)
+    assert o is {Order.BEFORE: Order.AFTER, Order.AFTER: Order.BEFORE,
+                 Order.EQUAL: Order.EQUAL, Order.CONCURRENT: Order.CONCURRENT}[y.compare(x)]
+    assert (o is Order.EQUAL) == (x == y)
+    if x.descends(y) and y.descends(x):
+        assert x == y and hash(x) == hash(y)
+
+
+@given(vclocks, vclocks, vclocks)
+def test_descends_transitive(x, y, z):
+    if x.descends(y) and y.descends(z):
+        assert x.descends(z)
+
+
+@given(vclocks, vclocks, vclocks)
+def test_merge_is_least_upper_bound_and_laws(x, y, z):
+    m = x.merge(y)
+    assert m == y.merge(x)
+    assert x.merge(y).merge(z) == x.merge(y.merge(z))
+    assert x.merge(x) == x
+    assert m.descends(x) and m.descends(y)
+    if z.descends(x) and z.descends(y):
+        assert z.descends(m)
+
+
+@given(vclocks, st.sampled_from(ACTORS), st.integers(1, 9))
+def test_add_and_covers(x, actor, n):
+    y = x.add((actor, n), now=5.0)
+    assert y.covers((actor, n)) and y.covers((actor, 1))
+    assert y.get(actor) == max(x.get(actor), n)
+    assert y.descends(x)
+    assert not VClock().covers((actor, n))
+
+
+@given(vclocks)
+def test_bytes_and_pickle_roundtrip(x):
+    x = x.add(("z", 3), now=123.5)
+    y = VClock.from_bytes(x.to_bytes())
+    assert y == x and y.stamp("z") == 123.5
+    assert pickle.loads(pickle.dumps(x)) == x
+
+
+def test_from_bytes_rejects_garbage():
+    good = VClock({"a": 1}).to_bytes()
+    for bad in (good[:-1], good + b"x", b""):
+        with pytest.raises(ValueError):
+            VClock.from_bytes(bad)
+
+
+# ---------------------------------------------------------------- pruning
+
+@given(st.dictionaries(st.text("abcdefghij", min_size=1, max_size=3), st.floats(0, 200_000), max_size=80),
+       st.floats(0, 300_000))
+def test_prune_follows_riak_rules(stamps, now):
+    x = VClock({a: 1 for a in stamps}, stamps)
+    small, big, young, old = 10, 50, 20.0, 86400.0
+    p = x.prune(now, small=small, big=big, young=young, old=old)
+    assert x.descends(p)                         # pruning only forgets
+    assert len(p) >= min(small, len(x))
+    dropped = set(x) - set(p)
+    kept_ages = [now - x.stamp(a) for a in p]
+    for a in dropped:
+        age = now - x.stamp(a)
+        assert age >= young                      # never drop a young entry
+        assert all(age >= k for k in kept_ages) or x.stamp(a) == min(x.stamp(b) for b in p)  # oldest first
+    if len(p) > small and kept_ages:
+        oldest = max(kept_ages)
+        # stopped for a reason: too young, or neither too many nor too old
+        assert oldest < young or (len(p) <= big and oldest <= old)
+
+
+def test_prune_bounds_size():
+    x = VClock({f"n{i}": i + 1 for i in range(200)}, {f"n{i}": float(i) for i in range(200)})
+    p = x.prune(1000.0)
+    assert len(p) == 50 and set(p) == {f"n{i}" for i in range(150, 200)}
+    assert len(x.prune(10.0)) == 200                 # all young -> nothing dropped
+    assert len(x.prune(1e9)) == 10                   # all older than `old` -> down to `small`
+
+
+# ---------------------------------------------------------------- DVV histories
+
+def _run_history(ops, prune: bool = False):
+    """Replica-side minting over 3 replicas with full-state replication (DVV); ground truth tracked apart.
+
+    Returns (replica states, all writes, seen: dot -> set of dots the writer had (transitively) read).
+    """
+    states: list[list[Sibling]] = [[], [], []]
+    seen: dict = {}
+    writes = []
+    now = 0.0
+    for op in ops:
+        now += 1.0
+        if op[0] == "write":
+            _, i, j, blind, tomb = op
+            if blind:
+                ctx, read = VClock(), []
+            else:
+                read = states[j]
+                ctx = merged_context(read)
+            if prune:
+                ctx = ctx.prune(now, small=1, big=1, young=0.0, old=0.0)
+            actor = f"r{i}"
+            dot = next_dot(actor, states[i], ctx)
+            s = Sibling(dot, ctx, None if tomb else f"v{len(writes)}".encode(), now)
+            closure = set()
+            for r in read:
+                closure.add(r.dot)
+                closure |= seen[r.dot]
+            seen[dot] = closure
+            writes.append(s)
+            states[i] = sync(states[i], [s])
+        else:
+            _, i, j = op
+            states[i] = sync(states[i], states[j])
+    return states, writes, seen
+
+
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 2), st.integers(0, 2), st.booleans(), st.booleans()),
+        st.tuples(st.just("sync"), st.integers(0, 2), st.integers(0, 2)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops_strategy)
+def test_sync_laws_and_exact_siblings(ops):
+    states, writes, seen = _run_history(ops)
+    a, b, c = states
+    assert sync(a, b) == sync(b, a)
+    assert sync(sync(a, b), c) == sync(a, sync(b, c))
+    assert sync(a, a) == a and sync(a, []) == a
+    assert sync(a, sync(a, b)) == sync(a, b)
+    final = reconcile(a, b, c)
+    # exactly the writes no other write's writer had read: no concurrent write dropped, no spurious sibling
+    superseded = set().union(*seen.values()) if seen else set()
+    assert {s.dot for s in final} == {w.dot for w in writes} - superseded
+    dots = [s.dot for s in final]
+    assert dots == sorted(dots) and len(set(dots)) == len(dots)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops_strategy)
+def test_pruned_contexts_never_lose_a_write(ops):
+    states, writes, seen = _run_history(ops, prune=True)
+    final = {s.dot for s in reconcile(*states)}
+    superseded = set().union(*seen.values()) if seen else set()
+    assert final >= {w.dot for w in writes} - superseded    # spurious siblings allowed, never a loss
+
+
+def test_same_context_writes_are_siblings_and_retries_dedupe():
+    base = [Sibling(("a", 1), VClock(), b"x", 1.0)]
+    ctx = merged_context(base)
+    w1 = Sibling(("c1", 1), ctx, b"y", 2.0)
+    w2 = Sibling(("c2", 1), ctx, b"z", 2.0)
+    s = sync(sync(base, [w1]), [w2])
+    assert [x.value for x in s] == [b"y", b"z"]
+    assert sync(s, [w1, w1]) == s                              # retried write is idempotent
+    assert merged_context(s) == VClock({"a": 1, "c1": 1, "c2": 1})
+    w3 = Sibling(("c1", 2), merged_context(s), b"merged", 3.0)
+    assert sync(s, [w3]) == [w3]
+
+
+def test_single_client_rmw_ends_with_one_version_and_k_writers_at_most_k():
+    state: list[Sibling] = []
+    for i in range(1000):
+        ctx = merged_context(state)
+        state = sync(state, [Sibling(next_dot("n1", state, ctx), ctx, b"%d" % i, float(i))])
+    assert len(state) == 1 and state[0].value == b"999"
+    ctx = merged_context(state)
+    for k in range(7):
+        state = sync(state, [Sibling((f"w{k}", 1), ctx, b"k", 2000.0)])
+    assert len(state) == 7
+
+
+def test_live_filters_tombstones_and_expired():
+    s = [Sibling(("a", 1), VClock(), None, 1.0), Sibling(("b", 1), VClock(), b"v", 1.0, expires_at=10.0),
+         Sibling(("c", 1), VClock(), b"w", 1.0)]
+    assert [x.dot for x in live(s, 5.0)] == [("b", 1), ("c", 1)]
+    assert [x.dot for x in live(s, 10.0)] == [("c", 1)]
+    assert s[0].clock == VClock({"a": 1})
+
+
+# ---------------------------------------------------------------- encoding
+
+siblings = st.builds(
+    Sibling,
+    st.tuples(st.sampled_from(ACTORS + ["coord-123456789"]), st.integers(1, 2**63)),
+    st.builds(VClock, st.dictionaries(st.sampled_from(ACTORS), st.integers(0, 2**40), max_size=5),
+              st.dictionaries(st.sampled_from(ACTORS), st.floats(0, 1e10), max_size=5)),
+    st.one_of(st.none(), st.binary(max_size=300)),
+    st.floats(0, 1e10),
+    st.one_of(st.none(), st.floats(0, 1e10)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(siblings, max_size=6))
+def test_encode_decode_roundtrip(sibs):
+    data = encode_siblings(sibs)
+    back = decode_siblings(data)
+    assert back == sibs
+    for x, y in zip(sibs, back):
+        assert [x.context.stamp(a) for a in x.context] == [y.context.stamp(a) for a in y.context]
+    assert b"pickle" not in data and not data.startswith(b"\x80")
+
+
+def test_decode_rejects_truncation():
+    data = encode_siblings([Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0)])
+    for cut in range(len(data)):
+        with pytest.raises(ValueError):
+            decode_siblings(data[:cut])
+    with pytest.raises(ValueError):
+        decode_siblings(data + b"\x00")
+
+
+def test_encoding_is_compact():
+    ctx = VClock({"coord-aaaa": 10, "coord-bbbb": 20})
+    sibs = [Sibling(("coord-aaaa", 11), ctx, b"v" * 10, 1.0), Sibling(("coord-bbbb", 21), ctx, b"w" * 10, 1.0)]
+    data = encode_siblings(sibs)
+    assert len(data) < len(pickle.dumps(sibs))
+    assert data.count(b"coord-aaaa") == 1 and data.count(b"coord-bbbb") == 1    # shared actor table
