@@ -1,0 +1,257 @@
+"""One contract suite for every VersionedBackend: MemoryBackend (simulator) and LSMBackend (real disk).
+
+Each test runs against both backends; the LSM-only tests at the bottom check
+what only a disk backend can promise (reopen durability, token-ordered key
+layout in the engine).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raykv.cluster.vclock import Sibling, VClock, sync
+
+try:
+    from raykv.cluster.ring import key_token
+except ImportError:                                    # ring.py not landed yet
+    key_token = None
+
+TOKEN_MAX = (1 << 64) - 1
+_needs_ring = pytest.mark.skipif(key_token is None, reason="raykv.cluster.ring.key_token not importable yet")
+
+
+def _memory(tmp_path):
+    try:
+        from raykv.cluster.memory_backend import MemoryBackend
+    except ImportError as e:
+        pytest.skip(f"MemoryBackend not importable yet: {e}")
+    return MemoryBackend()
+
+
+def _lsm(tmp_path, **opts):
+    try:
+        from raykv.storage import LSMStore  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"raykv.storage.LSMStore not importable yet: {e}")
+    from raykv.cluster.lsm_backend import LSMBackend
+    return LSMBackend(str(tmp_path / "lsm"), **{"fsync": "never", "memtable_bytes": 32 * 1024, **opts})
+
+
+@pytest.fixture(params=["memory", "lsm"])
+def backend(request, tmp_path):
+    if key_token is None:
+        pytest.skip("raykv.cluster.ring.key_token not importable yet")
+    b = _memory(tmp_path) if request.param == "memory" else _lsm(tmp_path)
+    yield b
+    b.close()
+
+
+def sib(actor: str, n: int, value: bytes | None = b"v", ctx: dict | None = None, expires_at: float | None = None,
+        ts: float = 1000.0) -> Sibling:
+    ctx = ctx or {}
+    return Sibling(dot=(actor, n), context=VClock(ctx, {a: ts for a in ctx}), value=value, timestamp=ts,
+                   expires_at=expires_at)
+
+
+def ring_order(lo: int, hi: int, keys) -> list[bytes]:
+    """Brute force: keys with lo < token <= hi (wrapping; lo == hi whole ring), in ring order starting after lo."""
+    def inside(t: int) -> bool:
+        if lo < hi:
+            return lo < t <= hi
+        return t > lo or t <= hi
+    sel = [(key_token(k), k) for k in keys if inside(key_token(k))]
+    sel.sort(key=lambda tk: (tk[0] <= lo, tk[0], tk[1]))
+    return [k for _, k in sel]
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_get_absent_is_empty(backend):
+    assert backend.get(b"nope") == []
+
+
+def test_put_get_roundtrip_keeps_siblings_tombstones_ttl(backend):
+    sibs = sync([sib("a", 2, b"x", {"a": 1})], [sib("b", 1, None, {"a": 1}, expires_at=5000.5)])
+    assert len(sibs) == 2                                  # concurrent: both kept
+    backend.put(b"k", sibs)
+    got = backend.get(b"k")
+    assert got == sibs
+    assert {s.value for s in got} == {b"x", None}
+    assert [s.expires_at for s in got if s.value is None] == [5000.5]
+    assert all(isinstance(s.context, VClock) for s in got)
+
+
+def test_put_replaces_and_remove_forgets(backend):
+    backend.put(b"k", [sib("a", 1, b"one")])
+    backend.put(b"k", [sib("a", 2, b"two", {"a": 1})])
+    assert [s.value for s in backend.get(b"k")] == [b"two"]
+    backend.remove(b"k")
+    assert backend.get(b"k") == []
+    backend.remove(b"never-there")                         # no error
+
+
+def test_put_many(backend):
+    items = [(b"key%03d" % i, [sib("n1", i + 1, b"val%d" % i)]) for i in range(50)]
+    backend.put_many(items)
+    for k, s in items:
+        assert backend.get(k) == s
+    backend.put_many([])
+
+
+def test_binary_keys_and_values(backend):
+    keys = [b"\x00", b"\xff" * 40, b"a\x00b", bytes(range(256))]
+    for i, k in enumerate(keys):
+        backend.put(k, [sib("z", i + 1, bytes([i]) * 1000)])
+    for i, k in enumerate(keys):
+        assert backend.get(k)[0].value == bytes([i]) * 1000
+    assert sorted(k for k, _ in backend.iter_range(0, 0)) == sorted(keys)
+
+
+def test_iter_range_matches_brute_force(backend):
+    rng = random.Random(5)
+    keys = [b"user:%d" % rng.randrange(10**9) for _ in range(400)]
+    keys = list(dict.fromkeys(keys))
+    for i, k in enumerate(keys):
+        backend.put(k, [sib("n", i + 1, k[::-1])])
+    tokens = sorted(key_token(k) for k in keys)
+    arcs = [(0, TOKEN_MAX), (0, 0), (TOKEN_MAX, TOKEN_MAX), (TOKEN_MAX, 0), (5, 5),
+            (tokens[10], tokens[20]),            # lo excluded, hi included exactly on key tokens
+            (tokens[20], tokens[10]),            # wrapping
+            (tokens[-1], tokens[0]), (tokens[0] - 1, tokens[0]), (tokens[0], tokens[0] + 1)]
+    arcs += [(rng.randrange(1 << 64), rng.randrange(1 << 64)) for _ in range(20)]
+    for lo, hi in arcs:
+        got = list(backend.iter_range(lo, hi))
+        assert [k for k, _ in got] == ring_order(lo, hi, keys), (lo, hi)
+        assert all(s[0].value == k[::-1] for k, s in got)
+    assert len(list(backend.iter_range(7, 7))) == len(keys)
+
+
+def test_iter_range_sees_removals_and_many_keys(backend):
+    keys = [b"k%05d" % i for i in range(3000)]               # more than one internal scan chunk
+    backend.put_many([(k, [sib("a", 1, b"v")]) for k in keys])
+    for k in keys[::3]:
+        backend.remove(k)
+    live = set(keys) - set(keys[::3])
+    got = [k for k, _ in backend.iter_range(0, 0)]
+    assert len(got) == len(set(got)) == len(live) and set(got) == live
+    assert got == ring_order(0, 0, live)
+
+
+# ------------------------------------------------------------------ hints
+
+
+def test_hints_merge_filter_count_remove(backend):
+    assert backend.hint_count() == 0
+    backend.add_hint("n1", b"k", [sib("a", 1, b"x")])
+    backend.add_hint("n1", b"k", [sib("b", 1, b"y")])      # concurrent: merged with the held hint
+    backend.add_hint("n10", b"k", [sib("a", 1, b"x")])     # prefix of another node id: kept apart
+    backend.add_hint("n2", b"k\x00z", [sib("c", 1, b"z")])
+    assert backend.hint_count() == 3
+    held = {(t, k): s for t, k, s in backend.iter_hints()}
+    assert set(held) == {("n1", b"k"), ("n10", b"k"), ("n2", b"k\x00z")}
+    assert sorted(s.value for s in held[("n1", b"k")]) == [b"x", b"y"]
+    assert [(t, k) for t, k, _ in backend.iter_hints("n1")] == [("n1", b"k")]
+    assert [(t, k) for t, k, _ in backend.iter_hints("n2")] == [("n2", b"k\x00z")]
+    backend.add_hint("n1", b"k", [sib("a", 2, b"x2", {"a": 1, "b": 1})])   # supersedes both
+    assert [[x.value for x in s] for _, _, s in backend.iter_hints("n1")] == [[b"x2"]]
+    assert backend.hint_count() == 3
+    assert [s.value for s in backend.get_hint("n1", b"k")] == [b"x2"]
+    assert backend.get_hint("n1", b"nothing") is None and backend.get_hint("n3", b"k") is None
+    backend.remove_hint("n1", b"k")
+    assert backend.get_hint("n1", b"k") is None
+    backend.remove_hint("n1", b"k")                         # idempotent
+    assert backend.hint_count() == 2
+    assert list(backend.iter_hints("n1")) == []
+    assert backend.get(b"k") == []                          # hints are not data
+
+
+# ------------------------------------------------------------------ metadata, stats
+
+
+def test_meta(backend):
+    assert backend.meta_get("ring") is None
+    backend.meta_put("ring", b"\x01\x02")
+    backend.meta_put("ring", b"\x03")
+    backend.meta_put("node_id", b"n7")
+    assert backend.meta_get("ring") == b"\x03" and backend.meta_get("node_id") == b"n7"
+    assert backend.get(b"ring") == []                       # metadata is not data
+
+
+def test_stats(backend):
+    st = backend.stats()
+    assert isinstance(st["keys"], int) and isinstance(st["disk_bytes"], int)
+    backend.put_many([(b"s%d" % i, [sib("a", 1, b"x" * 100)]) for i in range(200)])
+    st = backend.stats()
+    assert st["keys"] >= 200 * 0.5 and st["disk_bytes"] > 0
+
+
+# ------------------------------------------------------------------ LSM only
+
+
+@_needs_ring
+def test_lsm_reopen_keeps_data_hints_meta(tmp_path):
+    b = _lsm(tmp_path, fsync="always", memtable_bytes=16 * 1024)
+    from raykv.cluster.lsm_backend import LSMBackend
+    path = b.path
+    keys = [b"r%04d" % i for i in range(600)]               # several memtable flushes
+    for i, k in enumerate(keys):
+        b.put(k, [sib("n1", i + 1, b"%d" % i)])
+    b.put_many([(b"batch%d" % i, [sib("n2", 1, b"b")]) for i in range(10)])
+    b.remove(keys[0])
+    b.add_hint("n3", b"h1", [sib("n1", 9, b"hint")])
+    b.add_hint("n4", b"h2", [sib("n1", 10, None)])
+    b.meta_put("ring", b"R")
+    b.close()
+    b = LSMBackend(path, fsync="always")
+    try:
+        assert b.get(keys[0]) == []
+        assert all(b.get(k)[0].value == b"%d" % i for i, k in enumerate(keys) if i)
+        assert b.get(b"batch3")[0].value == b"b"
+        assert b.hint_count() == 2
+        assert {(t, k) for t, k, _ in b.iter_hints()} == {("n3", b"h1"), ("n4", b"h2")}
+        assert b.meta_get("ring") == b"R"
+        assert len(list(b.iter_range(0, 0))) == len(keys) - 1 + 10
+    finally:
+        b.close()
+
+
+@_needs_ring
+def test_lsm_layout_groups_data_by_token(tmp_path):
+    b = _lsm(tmp_path)
+    try:
+        b.put(b"alpha", [sib("a", 1)])
+        b.add_hint("n1", b"beta", [sib("a", 1)])
+        b.meta_put("m", b"1")
+        raw = dict(b.db.scan())
+        assert b"d" + key_token(b"alpha").to_bytes(8, "big") + b"alpha" in raw
+        assert b"hn1\x00beta" in raw and raw[b"mm"] == b"1"
+        assert len(raw) == 3
+    finally:
+        b.close()
+
+
+@_needs_ring
+def test_lsm_put_many_is_one_atomic_batch(tmp_path, monkeypatch):
+    b = _lsm(tmp_path)
+    try:
+        calls = []
+        real = b.db.write_batch
+        monkeypatch.setattr(b.db, "write_batch", lambda ops: (calls.append(len(ops)), real(ops)))
+        b.put_many([(b"a", [sib("a", 1)]), (b"b", [sib("a", 1)]), (b"c", [sib("a", 1)])])
+        assert calls == [3]
+    finally:
+        b.close()
+
+
+@_needs_ring
+def test_lsm_rejects_nul_in_hint_target(tmp_path):
+    from raykv.errors import InvalidArgument
+    b = _lsm(tmp_path)
+    try:
+        with pytest.raises(InvalidArgument):
+            b.add_hint("bad\x00id", b"k", [sib("a", 1)])
+    finally:
+        b.close()
