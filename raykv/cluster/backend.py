@@ -1,6 +1,6 @@
 """What a storage node needs from local storage: versioned keys by token range, durable hints, metadata.
 
-CONTRACT STUB. ``MemoryBackend`` (for the simulator, toydb-style) and
+``MemoryBackend`` (raykv/cluster/memory_backend.py) (for the simulator, toydb-style) and
 ``LSMBackend`` (over ``raykv.storage.LSMStore``) implement it; one shared test
 suite (tests/cluster/test_backend_suite.py) runs against both.
 
@@ -48,6 +48,13 @@ class VersionedBackend(abc.ABC):
     @abc.abstractmethod
     def iter_hints(self, target: str | None = None) -> Iterator[tuple[str, bytes, list[Sibling]]]:
         """(target, key, siblings) for every hint held, optionally for one target."""
+
+    def get_hint(self, target: str, key: bytes) -> list[Sibling] | None:
+        """Siblings held for (target, key), or None. Default scans ``iter_hints(target)``: override when cheaper."""
+        for _t, k, sibs in self.iter_hints(target):
+            if k == key:
+                return sibs
+        return None
 
     @abc.abstractmethod
     def remove_hint(self, target: str, key: bytes) -> None: ...
