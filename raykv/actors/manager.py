@@ -1,0 +1,268 @@
+"""StoreManager: the small named actor ``raykv:<store>:meta`` that knows what a store is made of.
+
+It holds the store record (validated ``StoreConfig``, the cloudpickled
+resolver, the storage node list with weight/datacenter/machine) and persists it
+to ``data_dir/store.json`` + ``data_dir/resolver.pkl`` (temp file, fsync,
+rename), so ``raykv.start`` on the same ``data_dir`` re-opens the store and a
+restarted manager finds everything again. It creates the storage node actors
+(spread over machines by ``placement``) and one coordinator per machine hosting
+storage, adds and removes nodes, aggregates ``status()``, and shuts the store
+down. It is NOT on the data path: reads and writes go facade -> coordinator ->
+storage nodes, so its loss stops only administration, never traffic.
+
+Automatic join: every ``WATCH_EVERY`` seconds, a Ray machine carrying the
+``raykv_storage`` resource that hosts no storage node of this store gets one
+(this is how a machine added by Ray's autoscaler joins the ring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+
+import ray
+
+from raykv.actors import placement
+from raykv.actors.coordinator import CoordinatorActor
+from raykv.actors.names import NAMESPACE, coord_name, node_name
+from raykv.actors.storage_node import StorageNodeActor
+from raykv.cluster.config import StoreConfig
+from raykv.errors import InvalidArgument, NodeUnavailable
+
+log = logging.getLogger(__name__)
+
+RECORD = "store.json"
+RESOLVER = "resolver.pkl"
+WATCH_EVERY = 2.0
+STATUS_TIMEOUT = 3.0
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_record(data_dir: str) -> dict | None:
+    """The persisted store record of ``data_dir``, or None when it holds no store."""
+    p = os.path.join(data_dir, RECORD)
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=100)
+class StoreManager:
+    """Administration of one store: membership record, placement, add/remove, status, shutdown."""
+
+    def __init__(self, store: str, data_dir: str, config: StoreConfig | None = None,
+                 resolver_blob: bytes | None = None, nodes: int = 0, weights: list | None = None,
+                 datacenters: list | None = None, auto_join: bool = True) -> None:
+        self.store, self.data_dir = store, os.path.abspath(data_dir)
+        os.makedirs(self.data_dir, exist_ok=True)
+        rec = load_record(self.data_dir)
+        if rec is None:
+            if config is None:
+                raise InvalidArgument(f"data_dir {self.data_dir} holds no store and no config was given")
+            rec = {"name": store, "config": dataclasses.asdict(config), "nodes": {}, "next_id": 1,
+                   "auto_join": auto_join, "created": time.time()}
+            self.rec = rec
+            for i in range(nodes):
+                self._new_node_entry((weights or [1.0] * nodes)[i], (datacenters or [None] * nodes)[i])
+        else:
+            self.rec = rec
+            if config is not None:   # re-open: keep membership, take the caller's tunables (same N)
+                old = StoreConfig(**rec["config"])
+                if config.replicas != old.replicas:
+                    raise InvalidArgument(f"data_dir {self.data_dir} holds store {rec['name']!r} with replicas "
+                                          f"N={old.replicas}; re-open it with replicas={old.replicas}")
+                rec["config"] = dataclasses.asdict(config)
+        rp = os.path.join(self.data_dir, RESOLVER)
+        if resolver_blob is not None:
+            _atomic_write(rp, resolver_blob)
+        elif config is not None and os.path.exists(rp) and rec.get("created") and nodes:
+            pass
+        self.resolver_blob = resolver_blob
+        if self.resolver_blob is None and os.path.exists(rp):
+            with open(rp, "rb") as f:
+                self.resolver_blob = f.read()
+        self.config = StoreConfig(**rec["config"])
+        self._save()
+        self.nodes: dict[str, object] = {}
+        self.coords: dict[str, object] = {}
+        self._lock = asyncio.Lock()
+        self._ensure_actors()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    # --- record ---
+    def _new_node_entry(self, weight: float, datacenter: str | None, machine: str | None = None) -> str:
+        node_id = f"n{self.rec['next_id']}"
+        self.rec["next_id"] += 1
+        load: dict[str, int] = {}
+        for e in self.rec["nodes"].values():
+            load[e["machine"]] = load.get(e["machine"], 0) + 1
+        machine = machine or placement.pick_machine(load)
+        self.rec["nodes"][node_id] = {"weight": float(weight), "datacenter": datacenter, "machine": machine}
+        return node_id
+
+    def _save(self) -> None:
+        _atomic_write(os.path.join(self.data_dir, RECORD), json.dumps(self.rec, indent=1).encode())
+
+    # --- actors ---
+    def _node_handle(self, node_id: str):
+        e = self.rec["nodes"][node_id]
+        seeds = [n for n in self.rec["nodes"] if n != node_id]
+        opts = placement.storage_options(e["machine"])
+        return StorageNodeActor.options(name=node_name(self.store, node_id), namespace=NAMESPACE,
+                                        lifetime="detached", get_if_exists=True, **opts).remote(
+            self.store, node_id, self.data_dir, self.config, weight=e["weight"],
+            datacenter=e["datacenter"], seeds=seeds)
+
+    def _ensure_actors(self) -> None:
+        for node_id in self.rec["nodes"]:
+            if node_id not in self.nodes:
+                self.nodes[node_id] = self._node_handle(node_id)
+        machines = sorted({e["machine"] for e in self.rec["nodes"].values()}) or placement.storage_machines()[:1]
+        for m in machines:
+            if m not in self.coords:
+                alive = {n["NodeID"] for n in placement.alive_nodes()}
+                strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(m, soft=True) \
+                    if m in alive else None
+                opts = {"scheduling_strategy": strategy} if strategy else {}
+                self.coords[m] = CoordinatorActor.options(
+                    name=coord_name(self.store, m), namespace=NAMESPACE, lifetime="detached",
+                    get_if_exists=True, **opts).remote(self.store, self.config, list(self.rec["nodes"]))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            if not self.rec.get("auto_join", True):
+                continue
+            try:
+                if not placement.cluster_has_storage_resource():
+                    continue
+                hosting = {e["machine"] for e in self.rec["nodes"].values()}
+                for m in placement.storage_machines():
+                    if m not in hosting:
+                        log.info("store %s: machine %s carries %s and hosts no node; adding one",
+                                 self.store, m, placement.STORAGE_RESOURCE)
+                        await self.add_node(machine=m)
+            except Exception:
+                log.exception("auto-join watcher")
+
+    # --- API ---
+    async def describe(self) -> dict:
+        """Everything a facade needs: config, resolver blob, node ids, coordinator actor names."""
+        return {"name": self.store, "data_dir": self.data_dir, "config": self.config,
+                "resolver_blob": self.resolver_blob, "nodes": dict(self.rec["nodes"]),
+                "coordinators": {m: coord_name(self.store, m) for m in self.coords}}
+
+    async def wait_ready(self, timeout: float = 60.0) -> dict:
+        """Wait until every node answers status and every coordinator sees every node in its ring."""
+        deadline = time.monotonic() + timeout
+        want = set(self.rec["nodes"])
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                sts = await asyncio.gather(*(h.status.remote() for h in self.nodes.values()))
+                cs = await asyncio.gather(*(c.status.remote() for c in self.coords.values()))
+                last = cs
+                if all(_ring_members(c) >= want for c in cs) and all(s.get("start_error") is None for s in sts):
+                    return {"nodes": len(sts), "coordinators": len(cs)}
+            except Exception as e:
+                last = e
+            await asyncio.sleep(0.2)
+        raise NodeUnavailable(f"store {self.store!r} did not converge within {timeout}s (last: {last!r})")
+
+    async def add_node(self, weight: float = 1.0, datacenter: str | None = None, machine: str | None = None) -> str:
+        async with self._lock:
+            node_id = self._new_node_entry(weight, datacenter, machine)
+            self._save()
+            self._ensure_actors()
+            await self.nodes[node_id].status.remote()
+            await asyncio.gather(*(c.add_node.remote(node_id) for c in self.coords.values()),
+                                 return_exceptions=True)
+            return node_id
+
+    async def remove_node(self, node_id: str, timeout: float = 600.0) -> None:
+        async with self._lock:
+            if node_id not in self.rec["nodes"]:
+                raise InvalidArgument(f"store {self.store!r} has no node {node_id!r}; "
+                                      f"nodes are {sorted(self.rec['nodes'])}")
+            if len(self.rec["nodes"]) - 1 < self.config.replicas:
+                raise InvalidArgument(f"removing {node_id!r} would leave fewer nodes than replicas "
+                                      f"N={self.config.replicas}; add a node first")
+            h = self.nodes[node_id]
+            await asyncio.wait_for(h.leave.remote(), timeout)
+            await self._stop(h)
+            del self.rec["nodes"][node_id]
+            self.nodes.pop(node_id, None)
+            self._save()
+
+    async def _stop(self, h) -> None:
+        try:
+            await asyncio.wait_for(h.close.remote(), 10.0)
+        except Exception:
+            pass
+        ray.kill(h, no_restart=True)
+
+    async def status(self) -> dict:
+        """Per-node status (alive=False when a node does not answer) and the coordinators' ring view."""
+        async def one(node_id, h):
+            e = self.rec["nodes"][node_id]
+            try:
+                st = await asyncio.wait_for(h.status.remote(), STATUS_TIMEOUT)
+                st["alive"] = bool(st.get("alive", True))
+            except Exception as ex:
+                st = {"node_id": node_id, "alive": False, "error": type(ex).__name__,
+                      "actor_name": node_name(self.store, node_id), "ray_node_id": None,
+                      "keys": None, "disk_bytes": None, "hints_pending": None}
+            st.setdefault("node_id", node_id)
+            st.setdefault("weight", e["weight"])
+            st.setdefault("datacenter", e["datacenter"])
+            return st
+        nodes = await asyncio.gather(*(one(n, h) for n, h in self.nodes.items()))
+        coord = None
+        for c in self.coords.values():
+            try:
+                coord = await asyncio.wait_for(c.status.remote(), STATUS_TIMEOUT)
+                break
+            except Exception:
+                continue
+        return {"name": self.store, "data_dir": self.data_dir, "nodes": nodes, "coordinator": coord,
+                "config": self.config}
+
+    async def shutdown(self) -> None:
+        """Close and kill every node and coordinator of the store (data stays in ``data_dir``)."""
+        self._task.cancel()
+        await asyncio.gather(*(self._stop(h) for h in self.nodes.values()), return_exceptions=True)
+        for c in self.coords.values():
+            ray.kill(c, no_restart=True)
+        self.nodes.clear()
+        self.coords.clear()
+
+
+def _ring_members(coord_status: dict) -> set:
+    """Node ids a coordinator's status says are in its ring (accepts the shapes the logic may report)."""
+    for k in ("ring_nodes", "members", "nodes", "ring"):
+        v = coord_status.get(k)
+        if isinstance(v, dict):
+            return set(v)
+        if isinstance(v, (list, tuple, set)):
+            return {x if isinstance(x, str) else x.get("node_id") for x in v}
+    return set()

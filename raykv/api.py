@@ -1,0 +1,615 @@
+"""The public API: ``raykv.start`` / ``raykv.connect`` return a ``KV``, the facade users hold.
+
+Contract: DESIGN.md section 2. The facade validates every key, value and
+option at the boundary (``InvalidKey``, ``KeyTooLarge``, ``ValueTooLarge``,
+``InvalidArgument``) before anything crosses Ray, routes each request to a
+coordinator actor (the one on this machine first, failing over to the others),
+coalesces concurrent single-key requests from many threads or asyncio tasks
+into ``get_many``/``put_many`` batches (``raykv.actors.client.Coalescer``), and
+turns sibling sets into values: one live sibling -> its value; several -> the
+store's resolver (``"lww"``: latest timestamp wins, explicitly lossy; a
+callable ``f(list_of_values) -> value``), whose result is written back with the
+merged context, or ``ConflictError`` carrying every sibling and the merged
+context when the store has no resolver.
+
+Cost per call: one Ray round trip to a coordinator (~0.7 ms on one host) plus
+its fan-out to the replicas; batched calls move ~1000 items per round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
+
+from raykv.cluster.config import StoreConfig
+from raykv.errors import (ConflictError, InvalidArgument, InvalidKey, KeyTooLarge, QuorumNotReached,
+                          StoreNotFound, ValueTooLarge)
+
+PRESETS = ("one", "quorum", "all", "local_quorum", "each_quorum")
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------- value types
+
+class Version:
+    """Opaque causal context of a write (a dotted version vector); pass it back as ``context=`` to supersede."""
+
+    __slots__ = ("_clock",)
+
+    def __init__(self, clock) -> None:
+        self._clock = clock
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self._clock == other._clock
+
+    def __hash__(self) -> int:
+        return hash(self._clock)
+
+    def __repr__(self) -> str:
+        return f"Version({self._clock!r})"
+
+    def __reduce__(self):
+        return (Version, (self._clock,))
+
+    def to_bytes(self) -> bytes:
+        """Compact wire form (e.g. to hand a context to another process or an HTTP client)."""
+        return self._clock.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Version":
+        from raykv.cluster.vclock import VClock
+        return cls(VClock.from_bytes(data))
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """One version of a key: its value and the context that supersedes exactly it."""
+
+    value: bytes
+    context: Version
+
+
+@dataclass
+class NodeStatus:
+    """One storage node as ``status()`` sees it (``alive=False``: it did not answer in time)."""
+
+    node_id: str
+    actor_name: str
+    alive: bool
+    datacenter: str | None
+    weight: float
+    ray_node_id: str | None
+    keys: int | None
+    disk_bytes: int | None
+    hints_pending: int | None
+    ownership: float = 0.0
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class ClusterStatus:
+    """Nodes, liveness, ring ownership (fraction of the token circle owned as primary) and per-node stats."""
+
+    name: str
+    replicas: int
+    read_quorum: int
+    write_quorum: int
+    data_dir: str
+    nodes: list[NodeStatus]
+    ownership: dict[str, float]
+    coordinator: dict | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> int:
+        return sum(n.alive for n in self.nodes)
+
+    def table(self) -> str:
+        head = f"{'node':6} {'alive':5} {'dc':8} {'weight':>6} {'owns':>6} {'keys':>8} {'disk':>10} {'hints':>6}  ray node"
+        rows = [head, "-" * len(head)]
+        for n in self.nodes:
+            rows.append(f"{n.node_id:6} {'yes' if n.alive else 'NO':5} {str(n.datacenter or '-'):8} {n.weight:6.2f} "
+                        f"{n.ownership * 100:5.1f}% {_fmt(n.keys):>8} {_fmt(n.disk_bytes):>10} "
+                        f"{_fmt(n.hints_pending):>6}  {(n.ray_node_id or '?')[:12]}")
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return (f"store {self.name!r}: {self.alive}/{len(self.nodes)} nodes alive, N={self.replicas} "
+                f"R={self.read_quorum} W={self.write_quorum}, data in {self.data_dir}\n" + self.table())
+
+
+def _fmt(v) -> str:
+    return "?" if v is None else str(v)
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check_key(key, max_key_bytes: int) -> bytes:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    elif isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    elif not isinstance(key, bytes):
+        raise InvalidKey(f"keys must be str or bytes, got {type(key).__name__}; encode it first (e.g. str(x))")
+    if not key:
+        raise InvalidKey("keys must not be empty; use at least one byte")
+    if len(key) > max_key_bytes:
+        raise KeyTooLarge(f"key is {len(key)} bytes, the store allows at most {max_key_bytes} "
+                          f"(max_key_bytes); hash long keys or raise max_key_bytes in raykv.start")
+    return key
+
+
+def _check_value(value, max_value_bytes: int) -> bytes:
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        raise InvalidArgument(f"values must be bytes, got {type(value).__name__}; encode it first "
+                              f"(e.g. s.encode() or pickle.dumps(obj))")
+    if len(value) > max_value_bytes:
+        raise ValueTooLarge(f"value is {len(value)} bytes, the store allows at most {max_value_bytes} "
+                            f"(max_value_bytes); split it over several keys or raise max_value_bytes in raykv.start")
+    return value
+
+
+def _check_quorum(label: str, q, consistency, n: int) -> None:
+    if q is not None and consistency is not None:
+        raise InvalidArgument(f"give either {label}= or consistency=, not both")
+    if q is not None:
+        if isinstance(q, bool) or not isinstance(q, int):
+            raise InvalidArgument(f"{label} must be an integer between 1 and N={n}, got {q!r}")
+        if q < 1:
+            raise InvalidArgument(f"{label}={q} is invalid: it must be at least 1 (and at most N={n})")
+        if q > n:
+            raise InvalidArgument(f"{label}={q} exceeds the number of replicas N={n}; use a value between 1 and {n}")
+    if consistency is not None and consistency not in PRESETS:
+        raise InvalidArgument(f"unknown consistency {consistency!r}; use one of {', '.join(PRESETS)}")
+
+
+def _check_ttl(ttl) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise InvalidArgument(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def _check_context(context):
+    if context is None:
+        return None
+    if not isinstance(context, Version):
+        raise InvalidArgument(f"context must be a raykv.Version returned by put/get_versions/ConflictError, "
+                              f"got {type(context).__name__}")
+    return context._clock
+
+
+# --------------------------------------------------------------------------- the facade
+
+class KV:
+    """A handle on one store; thread-safe, cheap to share; every method is a network call."""
+
+    def __init__(self, client) -> None:
+        from raykv.actors.client import Coalescer, Pending
+        self._client = client
+        self._Pending = Pending
+        self.name = client.store
+        desc = client.desc
+        self.config: StoreConfig = desc["config"]
+        self.data_dir: str = desc["data_dir"]
+        self._resolver = _load_resolver(desc.get("resolver_blob"))
+        self._coalescers: dict[tuple, Any] = {}
+        self._Coalescer = Coalescer
+
+    # ----- helpers
+    def _key(self, key) -> bytes:
+        return _check_key(key, self.config.max_key_bytes)
+
+    def _value(self, value) -> bytes:
+        return _check_value(value, self.config.max_value_bytes)
+
+    def _pending(self, method: str, *args, **kwargs):
+        return self._Pending(self._client, method, args, kwargs)
+
+    def _get_group(self, r, consistency):
+        gk = ("get", r, consistency)
+        c = self._coalescers.get(gk)
+        if c is None:
+            c = self._coalescers.setdefault(gk, self._Coalescer(
+                lambda k: self._pending("get", k, r=r, consistency=consistency),
+                lambda ks: self._pending("get_many", ks, r=r, consistency=consistency),
+                lambda ks, res: [(True, res.get(k, [])) for k in ks],
+                lambda k: k))
+        return c
+
+    def _put_group(self, w, consistency, ttl):
+        gk = ("put", w, consistency, ttl)
+        c = self._coalescers.get(gk)
+        if c is None:
+            def split(items, res):
+                out = []
+                for k, _ in items:
+                    if k in res:
+                        out.append((True, res[k]))
+                    else:
+                        out.append((False, QuorumNotReached("put", 0, w or self.config.write_quorum,
+                                                            self.config.replicas, f"key {k!r} missing from batch")))
+                return out
+            c = self._coalescers.setdefault(gk, self._Coalescer(
+                lambda kv: self._pending("put", kv[0], kv[1], w=w, consistency=consistency, ttl=ttl),
+                lambda items: self._pending("put_many", items, w=w, consistency=consistency, ttl=ttl),
+                split, lambda kv: kv[0]))
+        return c
+
+    def _siblings(self, key: bytes, r, consistency) -> list:
+        _check_quorum("r", r, consistency, self.config.replicas)
+        return self._get_group(r, consistency).run(key)
+
+    async def _asiblings(self, key: bytes, r, consistency) -> list:
+        _check_quorum("r", r, consistency, self.config.replicas)
+        return await self._get_group(r, consistency).arun(key)
+
+    def _choose(self, key: bytes, sibs: list) -> tuple[bool, Any, Any]:
+        """-> (found, value, write_back) where write_back is (value, context clock) or None."""
+        if not sibs:
+            return False, None, None
+        if len(sibs) == 1 or all(s.value == sibs[0].value for s in sibs):
+            return True, sibs[0].value, None
+        from raykv.cluster.vclock import merged_context
+        merged = merged_context(sibs)
+        if self._resolver is None:
+            raise ConflictError(key, [Versioned(s.value, Version(s.clock)) for s in sibs], Version(merged))
+        if self._resolver == "lww":
+            value = max(sibs, key=lambda s: (s.timestamp, s.dot)).value
+        else:
+            value = self._resolver([s.value for s in sibs])
+            value = _check_value(value, self.config.max_value_bytes)
+        return True, value, (value, merged)
+
+    # ----- single key
+    def put(self, key, value, *, context: Version | None = None, w: int | None = None,
+            consistency: str | None = None, ttl: float | None = None) -> Version:
+        """Write ``value`` after W acks; returns the new Version. ``context`` supersedes the versions it covers."""
+        key, value = self._key(key), self._value(value)
+        _check_quorum("w", w, consistency, self.config.replicas)
+        ttl, clock = _check_ttl(ttl), _check_context(context)
+        if clock is None:
+            return Version(self._put_group(w, consistency, ttl).run((key, value)))
+        return Version(self._client.call("put", key, value, context=clock, w=w, consistency=consistency, ttl=ttl))
+
+    def get(self, key, default=_MISSING, *, r: int | None = None, consistency: str | None = None) -> bytes:
+        """The value after R replies; ``default`` (or KeyError) when absent; ``ConflictError`` on siblings."""
+        key = self._key(key)
+        found, value, wb = self._choose(key, self._siblings(key, r, consistency))
+        if wb is not None:
+            self._write_back(key, wb)
+        if not found:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    def _write_back(self, key: bytes, wb) -> None:
+        try:
+            self._client.call("put", key, wb[0], context=wb[1])
+        except Exception:  # the read succeeded; the next read resolves again
+            pass
+
+    def get_versions(self, key, *, r: int | None = None, consistency: str | None = None) -> list[Versioned]:
+        """Every live sibling of ``key`` with its own context ([] when absent)."""
+        key = self._key(key)
+        return [Versioned(s.value, Version(s.clock)) for s in self._siblings(key, r, consistency)]
+
+    def delete(self, key, context: Version | None = None, *, w: int | None = None,
+               consistency: str | None = None) -> Version:
+        """Write a tombstone superseding ``context`` (default: every version this client can read now)."""
+        key = self._key(key)
+        _check_quorum("w", w, consistency, self.config.replicas)
+        clock = _check_context(context)
+        if clock is None:
+            clock = self._current_context(self._siblings(key, None, None))
+        return Version(self._client.call("put", key, None, context=clock, w=w, consistency=consistency))
+
+    @staticmethod
+    def _current_context(sibs):
+        if not sibs:
+            return None
+        from raykv.cluster.vclock import merged_context
+        return merged_context(sibs)
+
+    # ----- batches
+    def put_many(self, items: Mapping | Iterable, *, w: int | None = None, consistency: str | None = None,
+                 ttl: float | None = None) -> dict[bytes, Version]:
+        """Write many keys with one call per replica; -> {key: Version}."""
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        checked = {}
+        for k, v in pairs:
+            checked[self._key(k)] = self._value(v)
+        _check_quorum("w", w, consistency, self.config.replicas)
+        ttl = _check_ttl(ttl)
+        if not checked:
+            return {}
+        res = self._client.call("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
+        return {k: Version(c) for k, c in res.items()}
+
+    def get_many(self, keys: Iterable, *, r: int | None = None, consistency: str | None = None) -> dict[bytes, bytes]:
+        """Values of the keys found (absent keys are left out), one call per replica."""
+        ks = list(dict.fromkeys(self._key(k) for k in keys))
+        _check_quorum("r", r, consistency, self.config.replicas)
+        if not ks:
+            return {}
+        res = self._client.call("get_many", ks, r=r, consistency=consistency)
+        out = {}
+        for k in ks:
+            found, value, wb = self._choose(k, res.get(k, []))
+            if wb is not None:
+                self._write_back(k, wb)
+            if found:
+                out[k] = value
+        return out
+
+    def items(self, page_size: int = 1000) -> Iterator[tuple[bytes, bytes]]:
+        """Every live key once with its value, page by page (no order promised; concurrent writes may or may not show)."""
+        if not isinstance(page_size, int) or page_size < 1:
+            raise InvalidArgument(f"page_size must be a positive integer, got {page_size!r}")
+        cursor = None
+        while True:
+            page, cursor = self._client.call("scan_page", cursor, page_size)
+            for key, sibs in page:
+                found, value, wb = self._choose(key, sibs)
+                if wb is not None:
+                    self._write_back(key, wb)
+                if found:
+                    yield key, value
+            if cursor is None:
+                return
+
+    def keys(self) -> Iterator[bytes]:
+        return (k for k, _ in self.items())
+
+    __iter__ = keys
+
+    # ----- dict sugar
+    def __getitem__(self, key) -> bytes:
+        return self.get(key)
+
+    def __setitem__(self, key, value) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key) -> None:
+        self.delete(key)
+
+    def __contains__(self, key) -> bool:
+        return bool(self._siblings(self._key(key), None, None))
+
+    # ----- async twins
+    async def aput(self, key, value, *, context: Version | None = None, w: int | None = None,
+                   consistency: str | None = None, ttl: float | None = None) -> Version:
+        key, value = self._key(key), self._value(value)
+        _check_quorum("w", w, consistency, self.config.replicas)
+        ttl, clock = _check_ttl(ttl), _check_context(context)
+        if clock is None:
+            return Version(await self._put_group(w, consistency, ttl).arun((key, value)))
+        return Version(await self._client.acall("put", key, value, context=clock, w=w,
+                                                consistency=consistency, ttl=ttl))
+
+    async def aget(self, key, default=_MISSING, *, r: int | None = None, consistency: str | None = None) -> bytes:
+        key = self._key(key)
+        found, value, wb = self._choose(key, await self._asiblings(key, r, consistency))
+        if wb is not None:
+            try:
+                await self._client.acall("put", key, wb[0], context=wb[1])
+            except Exception:
+                pass
+        if not found:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    async def aget_versions(self, key, *, r: int | None = None, consistency: str | None = None) -> list[Versioned]:
+        key = self._key(key)
+        return [Versioned(s.value, Version(s.clock)) for s in await self._asiblings(key, r, consistency)]
+
+    async def adelete(self, key, context: Version | None = None, *, w: int | None = None,
+                      consistency: str | None = None) -> Version:
+        key = self._key(key)
+        _check_quorum("w", w, consistency, self.config.replicas)
+        clock = _check_context(context)
+        if clock is None:
+            clock = self._current_context(await self._asiblings(key, None, None))
+        return Version(await self._client.acall("put", key, None, context=clock, w=w, consistency=consistency))
+
+    async def aput_many(self, items, *, w=None, consistency=None, ttl=None) -> dict[bytes, Version]:
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        checked = {self._key(k): self._value(v) for k, v in pairs}
+        _check_quorum("w", w, consistency, self.config.replicas)
+        ttl = _check_ttl(ttl)
+        if not checked:
+            return {}
+        res = await self._client.acall("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
+        return {k: Version(c) for k, c in res.items()}
+
+    async def aget_many(self, keys, *, r=None, consistency=None) -> dict[bytes, bytes]:
+        ks = list(dict.fromkeys(self._key(k) for k in keys))
+        _check_quorum("r", r, consistency, self.config.replicas)
+        if not ks:
+            return {}
+        res = await self._client.acall("get_many", ks, r=r, consistency=consistency)
+        out = {}
+        for k in ks:
+            found, value, _ = self._choose(k, res.get(k, []))
+            if found:
+                out[k] = value
+        return out
+
+    async def acontains(self, key) -> bool:
+        return bool(await self._asiblings(self._key(key), None, None))
+
+    # ----- administration
+    def status(self) -> ClusterStatus:
+        """Nodes, liveness, ring ownership and per-node stats (keys, disk bytes, hints pending)."""
+        raw = self._client.admin("status")
+        return _to_status(raw)
+
+    def add_node(self, weight: float = 1.0, datacenter: str | None = None) -> str:
+        """Start a storage node that joins the ring and receives its ranges; returns its node id."""
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise InvalidArgument(f"weight must be a positive number, got {weight!r}")
+        node_id = self._client.admin("add_node", float(weight), datacenter)
+        self._client.refresh()
+        return node_id
+
+    def remove_node(self, node_id: str) -> None:
+        """Stream the node's ranges to their new owners, then stop it (its directory stays on disk)."""
+        if not isinstance(node_id, str):
+            raise InvalidArgument(f"node_id must be a str like 'n3', got {node_id!r}")
+        self._client.admin("remove_node", node_id)
+        self._client.refresh()
+
+    def shutdown(self) -> None:
+        """Stop this store's actors (nodes, coordinators, manager); the data stays in ``data_dir``."""
+        import ray
+        try:
+            self._client.admin("shutdown", timeout=120)
+        finally:
+            try:
+                ray.kill(self._client.manager, no_restart=True)
+            except Exception:
+                pass
+
+    def __enter__(self) -> "KV":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<raykv.KV store={self.name!r} N={self.config.replicas} R={self.config.read_quorum} " \
+               f"W={self.config.write_quorum} data_dir={self.data_dir!r}>"
+
+
+def _load_resolver(blob):
+    if blob is None:
+        return None
+    import cloudpickle
+    return cloudpickle.loads(blob)
+
+
+def _to_status(raw: dict) -> ClusterStatus:
+    cfg: StoreConfig = raw["config"]
+    nodes_raw = sorted(raw["nodes"], key=lambda s: (len(s["node_id"]), s["node_id"]))
+    ownership = _ownership(raw, nodes_raw, cfg)
+    nodes = []
+    for s in nodes_raw:
+        known = {"node_id", "actor_name", "alive", "datacenter", "weight", "ray_node_id", "keys",
+                 "disk_bytes", "hints_pending"}
+        nodes.append(NodeStatus(
+            node_id=s["node_id"], actor_name=s.get("actor_name") or "", alive=bool(s.get("alive")),
+            datacenter=s.get("datacenter"), weight=float(s.get("weight") or 1.0), ray_node_id=s.get("ray_node_id"),
+            keys=s.get("keys"), disk_bytes=s.get("disk_bytes"), hints_pending=s.get("hints_pending"),
+            ownership=ownership.get(s["node_id"], 0.0), extra={k: v for k, v in s.items() if k not in known}))
+    return ClusterStatus(name=raw["name"], replicas=cfg.replicas, read_quorum=cfg.read_quorum,
+                         write_quorum=cfg.write_quorum, data_dir=raw["data_dir"], nodes=nodes,
+                         ownership=ownership, coordinator=raw.get("coordinator"))
+
+
+def _ownership(raw: dict, nodes_raw: list, cfg: StoreConfig) -> dict[str, float]:
+    coord = raw.get("coordinator") or {}
+    if isinstance(coord.get("ownership"), dict):
+        return dict(coord["ownership"])
+    try:
+        from raykv.cluster.ring import NodeInfo, Ring
+        ring = Ring([NodeInfo(s["node_id"], float(s.get("weight") or 1.0), s.get("datacenter"))
+                     for s in nodes_raw], cfg.tokens_per_node)
+        return ring.ownership()
+    except Exception:
+        return {}
+
+
+# --------------------------------------------------------------------------- start / connect
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(StoreConfig)} - {"name", "replicas", "read_quorum",
+                                                                        "write_quorum"}
+
+
+def _ensure_ray(address: str | None) -> None:
+    import ray
+
+    from raykv.actors.names import NAMESPACE
+    if ray.is_initialized():
+        return
+    if address is not None:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        return
+    try:
+        ray.init(namespace=NAMESPACE, num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+                 log_to_driver=False)
+    except ValueError:   # an existing cluster was found: its resources are fixed
+        ray.init(namespace=NAMESPACE, log_to_driver=False)
+
+
+def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum: int = 2, write_quorum: int = 2,
+          data_dir: str | None = None, resolver=None, *, address: str | None = None,
+          weights: list[float] | None = None, datacenters: list[str | None] | None = None,
+          auto_join: bool = True, ready_timeout: float = 120.0, **options) -> KV:
+    """Create (or re-open, when ``data_dir`` already holds it) the store ``name`` and return a ``KV``.
+
+    Starts an embedded Ray when none is running (``address`` connects to a
+    cluster instead). ``options`` are further ``StoreConfig`` fields
+    (``max_key_bytes``, ``max_value_bytes``, ``dc_replicas``, ``fsync``, ...).
+    If the store's actors are already running, returns a handle on them.
+    """
+    import cloudpickle
+    import ray
+
+    from raykv.actors.client import StoreClient, rget
+    from raykv.actors.manager import StoreManager
+    from raykv.actors.names import NAMESPACE, meta_name
+
+    if not isinstance(name, str) or not name or ":" in name:
+        raise InvalidArgument(f"name must be a non-empty str without ':', got {name!r}")
+    unknown = set(options) - _CONFIG_FIELDS
+    if unknown:
+        raise InvalidArgument(f"unknown option(s) {sorted(unknown)}; valid: {sorted(_CONFIG_FIELDS)}")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise InvalidArgument(f"nodes must be a positive integer, got {nodes!r}")
+    config = StoreConfig(name=name, replicas=replicas, read_quorum=read_quorum, write_quorum=write_quorum,
+                         **options).validate()
+    if nodes < replicas:
+        raise InvalidArgument(f"replicas N={replicas} need at least {replicas} storage nodes, got nodes={nodes}")
+    for label, lst in (("weights", weights), ("datacenters", datacenters)):
+        if lst is not None and len(lst) != nodes:
+            raise InvalidArgument(f"{label} must have one entry per node ({nodes}), got {len(lst)}")
+    if weights is not None and any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0
+                                   for w in weights):
+        raise InvalidArgument(f"weights must be positive numbers, got {weights}")
+    if resolver is not None and resolver != "lww" and not callable(resolver):
+        raise InvalidArgument(f"resolver must be None, 'lww' or a callable(list_of_values) -> value, got {resolver!r}")
+    blob = cloudpickle.dumps(resolver) if resolver is not None else None
+    data_dir = os.path.abspath(data_dir or os.path.join(tempfile.gettempdir(), "raykv", name))
+
+    _ensure_ray(address)
+    try:
+        ray.get_actor(meta_name(name), namespace=NAMESPACE)
+        running = True
+    except ValueError:
+        running = False
+    if not running:
+        mgr = StoreManager.options(name=meta_name(name), namespace=NAMESPACE, lifetime="detached",
+                                   get_if_exists=True).remote(
+            name, data_dir, config, blob, nodes, weights, datacenters, auto_join)
+        rget(mgr.wait_ready.remote(ready_timeout))
+    return KV(StoreClient(name))
+
+
+def connect(name: str = "default", address: str | None = "auto") -> KV:
+    """A ``KV`` on the running store ``name`` (``StoreNotFound`` if there is none)."""
+    from raykv.actors.client import StoreClient
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"name must be a non-empty str, got {name!r}")
+    _ensure_ray(address)
+    return KV(StoreClient(name))
+
+
+__all__ = ["start", "connect", "KV", "Version", "Versioned", "ClusterStatus", "NodeStatus", "StoreNotFound"]
