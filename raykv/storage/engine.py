@@ -1,0 +1,614 @@
+"""LSMStore: the single-node storage engine (WAL -> memtable -> SSTables, leveled compaction, block cache).
+
+Reference: LevelDB ``db/db_impl.cc`` (write path, recovery, background flush/compaction),
+mini-lsm (Chi, 2023) for the decomposition. Write path: validate, one ``os.write`` of a
+CRC-framed WAL record, one memtable insert, then fsync per policy. Read path: active
+memtable, frozen memtables, then tables newest first (level 0) and one table per deeper
+level, each guarded by its key range and bloom filter; blocks come from a byte-bounded LRU.
+
+Concurrency: one writer lock serializes sequence numbers, WAL appends and memtable inserts;
+reads take no lock (they read immutable snapshots: frozen memtables, ``Version`` objects).
+A flush thread turns frozen memtables into level-0 tables; a compaction thread runs the pure
+policy of compaction.py. Writers stall (block, never fail) while too many memtables wait for
+a flush or level 0 is full.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import zlib
+from bisect import bisect_left
+from typing import Callable, Iterable, Iterator
+
+from raykv.errors import InvalidArgument, InvalidKey, RayKVError
+from raykv.storage import compaction as C
+from raykv.storage import format as F
+from raykv.storage import manifest as M
+from raykv.storage import wal as W
+from raykv.storage.bloom import key_hash
+from raykv.storage.cache import BlockCache
+from raykv.storage.iterators import drop_obsolete, live, memtable_entries, merge, newest
+from raykv.storage.memtable import Memtable
+from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
+
+_crc32 = zlib.crc32
+_ONE_PUT = F.ONE_PUT.pack
+_LEN_TYPE = F.WAL_LEN_TYPE.pack
+_CRC = F.WAL_CRC.pack
+_BATCH = F.WAL_TYPE_BATCH
+_KPUT = F.KIND_PUT
+_ONE_SIZE = F.ONE_PUT.size
+FSYNC_POLICIES = ("always", "batch", "never")
+
+
+class Version:
+    """An immutable view of the live tables; ``get`` consults L0 newest first, then one table per level."""
+
+    __slots__ = ("l0", "deeper", "tables")
+
+    def __init__(self, levels: list[list[TableReader]]) -> None:
+        self.l0 = tuple(levels[0]) if levels else ()
+        self.deeper = tuple(([r.largest for r in lv], tuple(lv)) for lv in levels[1:] if lv)
+        self.tables = [r for lv in levels for r in lv]
+
+    def get(self, key: bytes):
+        h = None
+        for r in self.l0:
+            if r.smallest <= key <= r.largest:
+                if h is None:
+                    h = key_hash(key)
+                e = r.get(key, h)
+                if e is not None:
+                    return e
+        for largests, readers in self.deeper:
+            i = bisect_left(largests, key)
+            if i < len(readers):
+                r = readers[i]
+                if r.smallest <= key:
+                    if h is None:
+                        h = key_hash(key)
+                    e = r.get(key, h)
+                    if e is not None:
+                        return e
+        return None
+
+    def sources(self, start: bytes | None, end: bytes | None) -> list[Iterable]:
+        """One entry stream per L0 table and one per deeper level (its tables chained), for a scan."""
+        hi_ok = (lambda r: True) if end is None else (lambda r: r.smallest < end)
+        lo_ok = (lambda r: True) if start is None else (lambda r: r.largest >= start)
+        out: list[Iterable] = [r.iter(start, end) for r in self.l0 if hi_ok(r) and lo_ok(r)]
+        for _, readers in self.deeper:
+            chosen = [r for r in readers if hi_ok(r) and lo_ok(r)]
+            if chosen:
+                out.append(itertools.chain.from_iterable(r.iter(start, end) for r in chosen))
+        return out
+
+
+def _bad_key(key) -> RayKVError:
+    if isinstance(key, (bytes, bytearray, memoryview, str)) and len(key) == 0:
+        return InvalidKey("keys must be non-empty bytes")
+    return InvalidKey(f"LSMStore keys must be bytes, got {type(key).__name__}; encode str keys first")
+
+
+def _bad_value(value) -> RayKVError:
+    return InvalidArgument(f"LSMStore values must be bytes, got {type(value).__name__}")
+
+
+class LSMStore:
+    """A durable, thread-safe ordered key-value store in one directory (see DESIGN.md section 2).
+
+    ``fsync``: "always" (one fsync per write, under the writer lock), "batch" (group commit:
+    a write returns after the fsync of its group; concurrent writers share one fsync) or
+    "never" (records reach the OS page cache at once; the last writes are lost on power loss,
+    not on a process crash). Memory: ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes``
+    + per-table index and bloom filter.
+    """
+
+    def __init__(self, path: str, fsync: str = "batch", memtable_bytes: int = 4 << 20,
+                 cache_bytes: int = 8 << 20, compression: str = "zstd", *,
+                 block_bytes: int = F.DEFAULT_BLOCK_BYTES, bloom_bits_per_key: int = F.BLOOM_BITS_PER_KEY,
+                 clock: Callable[[], float] = time.time, max_immutable: int = 2,
+                 l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
+                 level_base_bytes: int | None = None, level_multiplier: int = 10, max_levels: int = 7,
+                 auto_compact: bool = True) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        if compression not in F.CODECS:
+            raise InvalidArgument(f"compression must be one of {sorted(F.CODECS)}, got {compression!r}")
+        for name, v in (("memtable_bytes", memtable_bytes), ("block_bytes", block_bytes),
+                        ("max_immutable", max_immutable), ("l0_trigger", l0_trigger)):
+            if not isinstance(v, int) or v <= 0:
+                raise InvalidArgument(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise InvalidArgument(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
+        if l0_stop < l0_trigger or max_levels < 2:
+            raise InvalidArgument("need l0_stop >= l0_trigger and max_levels >= 2")
+        self.path = os.path.abspath(os.fspath(path))
+        self.fsync = fsync
+        self._sync_always = fsync == "always"
+        self._sync_batch = fsync == "batch"
+        self._memtable_bytes = memtable_bytes
+        self._limit = memtable_bytes             # set to -1 on close/error: routes writes to _make_room
+        self._codec = F.CODECS[compression]
+        self._block_bytes = block_bytes
+        self._bloom_bits = bloom_bits_per_key
+        self._clock = clock
+        self._max_imm = max_immutable
+        self._l0_stop = l0_stop
+        self._table_bytes = table_bytes or max(memtable_bytes // 2, 64 << 10)
+        self._policy = C.Policy(l0_trigger, level_base_bytes or 5 * self._table_bytes,
+                                level_multiplier, max_levels)
+        self._auto_compact = auto_compact
+        self.cache = BlockCache(cache_bytes)
+
+        self._lock = threading.Lock()
+        self._room_cv = threading.Condition(self._lock)     # writers waiting for a flush/compaction
+        self._flush_cv = threading.Condition(self._lock)    # flush thread waiting for a frozen memtable
+        self._compact_cv = threading.Condition(self._lock)  # compaction thread waiting for work
+        self._manifest_lock = threading.Lock()              # serializes state change + manifest save
+        self._compaction_lock = threading.Lock()            # one compaction at a time (bg or manual)
+        self._closed = False
+        self._closing = False
+        self._bg_error: BaseException | None = None
+        self._pointers: dict[int, bytes] = {}
+        self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "compactions": 0,
+                         "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0}
+        os.makedirs(self.path, exist_ok=True)
+        self._recover()
+        self._threads = [threading.Thread(target=self._flush_loop, name="raykv-flush", daemon=True),
+                         threading.Thread(target=self._compact_loop, name="raykv-compact", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self) -> None:
+        state = M.load(self.path) or M.ManifestState()
+        while len(state.levels) < self._policy.max_levels:
+            state.levels.append([])
+        self._state = state
+        self._readers: dict[int, TableReader] = {}
+        try:
+            for lv in state.levels:
+                for m in lv:
+                    self._readers[m.number] = TableReader(self._file(F.table_name(m.number)), m.number, self.cache)
+        except BaseException:
+            for r in self._readers.values():
+                r.close()
+            raise
+        live_tables = set(self._readers)
+        logs = []
+        for name in os.listdir(self.path):
+            full = os.path.join(self.path, name)
+            if name.endswith(F.TMP_SUFFIX):
+                os.unlink(full)
+            elif name.endswith(F.TABLE_SUFFIX) and name[:-4].isdigit() and int(name[:-4]) not in live_tables:
+                os.unlink(full)   # written by a flush/compaction whose manifest never became durable
+            elif name.endswith(F.WAL_SUFFIX) and name[:-4].isdigit():
+                n = int(name[:-4])
+                if n < state.log_number:
+                    os.unlink(full)
+                else:
+                    logs.append(n)
+        logs.sort()
+        mem = Memtable()
+        seq = state.last_seq
+        for n in logs:
+            for s, key, value, exp in W.replay(self._file(F.wal_name(n))):
+                mem.put(key, s, value, exp)
+                if s > seq:
+                    seq = s
+        self._seq = seq
+        wal_number = self._alloc()
+        self._wal = W.WalWriter(self._file(F.wal_name(wal_number)), wal_number)
+        if len(mem):
+            meta = self._write_table(iter(memtable_entries(mem.items())), self._alloc())
+            state.levels[0].insert(0, meta)
+            self._readers[meta.number] = TableReader(self._file(F.table_name(meta.number)), meta.number, self.cache)
+        state.log_number = wal_number
+        state.last_seq = seq
+        M.save(self.path, state)
+        for n in logs:
+            os.unlink(self._file(F.wal_name(n)))
+        self._mem = Memtable(wal_number)
+        self._imm: tuple[Memtable, ...] = ()
+        self._version = self._make_version()
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _alloc(self) -> int:
+        n = self._state.next_file
+        self._state.next_file = n + 1
+        return n
+
+    def _make_version(self) -> Version:
+        levels = []
+        for lv, metas in enumerate(self._state.levels):
+            if lv == 0:
+                metas.sort(key=lambda m: m.max_seq, reverse=True)
+            else:
+                metas.sort(key=lambda m: m.smallest)
+            levels.append([self._readers[m.number] for m in metas])
+        return Version(levels)
+
+    # ------------------------------------------------------------------ writes
+    def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
+        """Insert or overwrite; with ``ttl`` (seconds > 0) the key reads as absent once it expires.
+        Durable on return per the fsync policy. Cost: one WAL append (+ fsync) and one memtable insert."""
+        if type(key) is not bytes or not key:
+            raise _bad_key(key)
+        if type(value) is not bytes:
+            raise _bad_value(value)
+        exp = 0.0 if ttl is None else self._expiry(ttl)
+        with self._lock:
+            mem = self._mem
+            if mem.bytes >= self._limit:
+                self._make_room()
+                mem = self._mem
+            seq = self._seq + 1
+            self._seq = seq
+            wal = self._wal
+            tail = _LEN_TYPE(_ONE_SIZE + len(key) + len(value), _BATCH) + _ONE_PUT(seq, 1, _KPUT, len(key), len(value), exp) + key + value
+            ticket = wal.append(_CRC(_crc32(tail)) + tail)
+            if self._sync_always:
+                wal.sync()
+            mem.put(key, seq, value, exp)
+        if self._sync_batch:
+            wal.sync_to(ticket)
+
+    def delete(self, key: bytes) -> None:
+        """Write a tombstone for ``key`` (absent keys too). Same cost and durability as ``put``."""
+        if type(key) is not bytes or not key:
+            raise _bad_key(key)
+        self._write([(key, None, 0.0)])
+
+    def write_batch(self, items: Iterable[tuple]) -> None:
+        """Apply ``(key, value)`` pairs atomically (one WAL record); value None deletes. A third
+        element, if given, is a TTL in seconds for that item."""
+        batch = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise InvalidArgument("write_batch items must be (key, value) or (key, value, ttl) tuples")
+            key, value = item[0], item[1]
+            if type(key) is not bytes or not key:
+                raise _bad_key(key)
+            if value is not None and type(value) is not bytes:
+                raise _bad_value(value)
+            ttl = item[2] if len(item) == 3 else None
+            batch.append((key, value, 0.0 if ttl is None or value is None else self._expiry(ttl)))
+        if batch:
+            self._write(batch)
+
+    def _expiry(self, ttl) -> float:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise InvalidArgument(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        return self._clock() + float(ttl)
+
+    def _write(self, batch: list[tuple[bytes, bytes | None, float]]) -> None:
+        with self._lock:
+            if self._mem.bytes >= self._limit:
+                self._make_room()
+            base = self._seq + 1
+            self._seq = base + len(batch) - 1
+            wal = self._wal
+            ticket = wal.append(W.frame(W.encode_batch(base, batch)))
+            if self._sync_always:
+                wal.sync()
+            mem = self._mem
+            for i, (key, value, exp) in enumerate(batch):
+                mem.put(key, base + i, value, exp)
+        if self._sync_batch:
+            wal.sync_to(ticket)
+
+    def _check_open(self) -> None:
+        if self._closed or self._closing:
+            raise InvalidArgument(f"LSMStore at {self.path} is closed")
+        if self._bg_error is not None:
+            raise self._bg_error
+
+    def _make_room(self) -> None:
+        """Called with the writer lock held when the memtable is full (or the store unusable):
+        freeze it and start a new one, stalling while flushes or level 0 are too far behind."""
+        while True:
+            self._check_open()
+            if self._mem.bytes < self._memtable_bytes:
+                return
+            if len(self._imm) >= self._max_imm or (self._auto_compact and len(self._state.levels[0]) >= self._l0_stop):
+                self.counters["stalls"] += 1
+                t0 = time.monotonic()
+                self._compact_cv.notify()
+                self._room_cv.wait(0.5)
+                self.counters["stall_seconds"] += time.monotonic() - t0
+                continue
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Freeze the active memtable and switch to a new WAL (writer lock held)."""
+        number = self._alloc()
+        new_wal = W.WalWriter(self._file(F.wal_name(number)), number)
+        old = self._wal
+        self._imm = self._imm + (self._mem,)
+        self._mem = Memtable(number)
+        self._wal = new_wal
+        old.close(sync=self.fsync != "never")
+        self._flush_cv.notify()
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: bytes) -> bytes | None:
+        """The live value of ``key`` or None (absent, deleted or expired). Lock-free."""
+        if type(key) is not bytes or not key:
+            raise _bad_key(key)
+        e = self._mem.get(key)
+        if e is None:
+            for m in reversed(self._imm):
+                e = m.get(key)
+                if e is not None:
+                    break
+            else:
+                e = self._version.get(key)
+                if e is None:
+                    return None
+        v = e[1]
+        if e[2] and e[2] <= self._clock():
+            return None
+        return v
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of live keys with start <= key < end, in key order, from a snapshot taken now."""
+        for b in (start, end):
+            if b is not None and type(b) is not bytes:
+                raise InvalidArgument(f"scan bounds must be bytes or None, got {type(b).__name__}")
+        with self._lock:
+            self._check_open()
+            snap = self._mem.snapshot(start, end)
+            imm = self._imm
+            version = self._version
+        sources = [memtable_entries(snap)]
+        sources += [memtable_entries(m.items(start, end)) for m in reversed(imm)]
+        sources += version.sources(start, end)
+        return live(newest(merge(sources)), self._clock())
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    # ------------------------------------------------------------------ flush
+    def _write_table(self, entries: Iterator, number: int) -> TableMeta:
+        b = TableBuilder(self._file(F.table_name(number)), number, self._codec, self._block_bytes, self._bloom_bits)
+        try:
+            for k, s, v, e in entries:
+                b.add(k, s, v, e)
+            return b.finish()
+        except BaseException:
+            b.abandon()
+            raise
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._imm and not self._closing:
+                    self._flush_cv.wait()
+                if not self._imm:
+                    return
+                mem = self._imm[0]
+                number = self._alloc()
+            try:
+                meta = self._write_table(memtable_entries(mem.items()), number)
+                M.fsync_dir(self.path)
+                reader = TableReader(self._file(F.table_name(number)), number, self.cache)
+                with self._manifest_lock:
+                    with self._lock:
+                        self._state.levels[0].insert(0, meta)
+                        self._readers[number] = reader
+                        nxt = self._imm[1] if len(self._imm) > 1 else self._mem
+                        self._state.log_number = nxt.wal_number
+                        self._state.last_seq = max(self._state.last_seq, mem.max_seq)
+                        snapshot = M.encode(self._state)
+                    self._save(snapshot)
+                    with self._lock:
+                        self._version = self._make_version()
+                        self._imm = self._imm[1:]
+                        self.counters["flushes"] += 1
+                        self._room_cv.notify_all()
+                        self._compact_cv.notify()
+                os.unlink(self._file(F.wal_name(mem.wal_number)))
+            except BaseException as exc:  # disk full, I/O error: surface to writers, stop flushing
+                self._fail(exc)
+                return
+
+    def _save(self, encoded: bytes) -> None:
+        """Atomic manifest replacement from an already-encoded snapshot (see manifest.save)."""
+        final = self._file(F.MANIFEST_NAME)
+        tmp = final + F.TMP_SUFFIX
+        with open(tmp, "wb") as f:
+            f.write(encoded)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        M.fsync_dir(self.path)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._bg_error is None:
+                self._bg_error = exc if isinstance(exc, RayKVError) else RayKVError(
+                    f"background work of LSMStore at {self.path} failed: {exc!r}; reopen the store")
+            self._limit = -1
+            self._room_cv.notify_all()
+
+    def flush(self) -> None:
+        """Freeze the active memtable (if not empty) and wait until every frozen memtable is a table."""
+        with self._lock:
+            self._check_open()
+            if len(self._mem):
+                while len(self._imm) >= self._max_imm:
+                    self._check_open()
+                    self._room_cv.wait(0.5)
+                self._rotate()
+            while self._imm:
+                self._check_open()
+                self._room_cv.wait(0.5)
+
+    # ------------------------------------------------------------------ compaction
+    def _levels_info(self) -> list[list[C.FileInfo]]:
+        return [[C.FileInfo(m.number, m.size, m.smallest, m.largest) for m in lv] for lv in self._state.levels]
+
+    def _compact_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closing and not (self._auto_compact and
+                                                 C.pick(self._levels_info(), self._policy, self._pointers)):
+                    self._compact_cv.wait()
+                if self._closing:
+                    return
+            try:
+                with self._compaction_lock:
+                    with self._lock:
+                        task = C.pick(self._levels_info(), self._policy, self._pointers)
+                    if task is not None:
+                        self._run(task)
+            except BaseException as exc:
+                self._fail(exc)
+                return
+
+    def compact(self) -> None:
+        """Flush, then merge every table into one level: shadowed versions, tombstones and expired
+        entries are gone afterwards. Blocks until done."""
+        self.flush()
+        with self._compaction_lock:
+            with self._lock:
+                task = C.full(self._levels_info())
+            if task is not None:
+                self._run(task)
+
+    def _run(self, task: C.Task) -> None:
+        """Execute a task: merge inputs into new tables, make the manifest durable, then delete inputs."""
+        inputs = task.all_inputs
+        numbers = {f.number for f in inputs}
+        outputs: list[TableMeta] = []
+        if not task.trivial_move:
+            readers = [self._readers[n] for n in numbers]
+            stream = drop_obsolete(newest(merge([r.iter(fill_cache=False) for r in readers])),
+                                   self._clock(), task.bottom)
+            builder = None
+            try:
+                for k, s, v, e in stream:
+                    if builder is None:
+                        with self._lock:
+                            number = self._alloc()
+                        builder = TableBuilder(self._file(F.table_name(number)), number, self._codec,
+                                               self._block_bytes, self._bloom_bits)
+                    builder.add(k, s, v, e)
+                    if builder.estimated_size >= self._table_bytes:
+                        outputs.append(builder.finish())
+                        builder = None
+                if builder is not None:
+                    outputs.append(builder.finish())
+                    builder = None
+            except BaseException:
+                if builder is not None:
+                    builder.abandon()
+                for m in outputs:
+                    os.unlink(self._file(F.table_name(m.number)))
+                raise
+            M.fsync_dir(self.path)
+        new_readers = {m.number: TableReader(self._file(F.table_name(m.number)), m.number, self.cache)
+                       for m in outputs}
+        with self._manifest_lock:
+            with self._lock:
+                moved = []
+                for lv in self._state.levels:
+                    keep = [m for m in lv if m.number not in numbers]
+                    moved += [m for m in lv if m.number in numbers]
+                    lv[:] = keep
+                self._state.levels[task.output_level].extend(moved if task.trivial_move else outputs)
+                self._readers.update(new_readers)
+                snapshot = M.encode(self._state)
+            self._save(snapshot)
+            with self._lock:
+                self._version = self._make_version()
+                if not task.trivial_move:
+                    for n in numbers:
+                        self._readers.pop(n, None)
+                if task.level > 0 and task.inputs:
+                    self._pointers[task.level] = max(f.largest for f in task.inputs)
+                self.counters["compactions"] += 1
+                if task.trivial_move:
+                    self.counters["trivial_moves"] += 1
+                else:
+                    self.counters["compaction_bytes_in"] += task.input_bytes
+                    self.counters["compaction_bytes_out"] += sum(m.size for m in outputs)
+                self._room_cv.notify_all()
+                self._compact_cv.notify()
+        if not task.trivial_move:
+            for n in numbers:   # the new manifest is durable: the inputs are garbage now
+                try:
+                    os.unlink(self._file(F.table_name(n)))
+                except FileNotFoundError:
+                    pass
+                self.cache.evict_table(n)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def approximate_disk_bytes(self) -> int:
+        """Bytes of live tables plus the current WAL."""
+        with self._lock:
+            return sum(m.size for lv in self._state.levels for m in lv) + self._wal.written
+
+    def stats(self) -> dict:
+        """Counters for operators and the cluster layer. ``keys`` is an upper estimate (table entries
+        + memtable keys, shadowed versions and tombstones included until compaction)."""
+        with self._lock:
+            levels = [len(lv) for lv in self._state.levels]
+            table_entries = sum(m.entries for lv in self._state.levels for m in lv)
+            mem_keys = len(self._mem) + sum(len(m) for m in self._imm)
+            disk = sum(m.size for lv in self._state.levels for m in lv) + self._wal.written
+            index_bytes = sum(r.memory_bytes for r in self._readers.values())
+            out = {
+                "keys": table_entries + mem_keys,
+                "keys_estimate": table_entries + mem_keys,
+                "disk_bytes": disk,
+                "tables": sum(levels),
+                "levels": levels,
+                "memtable_bytes": self._mem.bytes,
+                "immutable_memtables": len(self._imm),
+                "immutable_bytes": sum(m.bytes for m in self._imm),
+                "index_filter_bytes": index_bytes,
+                "cache_bytes": self.cache.usage,
+                "cache_capacity": self.cache.capacity,
+                "cache_hits": self.cache.hits,
+                "cache_misses": self.cache.misses,
+                "last_seq": self._seq,
+                "wal_fsyncs": self._wal.fsyncs,
+            }
+            out.update(self.counters)
+            return out
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Finish pending flushes and the running compaction, fsync the WAL, release files. Idempotent."""
+        with self._lock:
+            if self._closed or self._closing:
+                return
+            self._closing = True
+            self._limit = -1
+            self._flush_cv.notify_all()
+            self._compact_cv.notify_all()
+            self._room_cv.notify_all()
+        for t in self._threads:
+            t.join()
+        with self._lock:
+            self._wal.close(sync=True)
+            for r in self._readers.values():
+                r.close()
+            self._closed = True
+
+    def __enter__(self) -> "LSMStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LSMStore({self.path!r}, fsync={self.fsync!r})"
