@@ -95,8 +95,6 @@ class StoreManager:
         rp = os.path.join(self.data_dir, RESOLVER)
         if resolver_blob is not None:
             _atomic_write(rp, resolver_blob)
-        elif config is not None and os.path.exists(rp) and rec.get("created") and nodes:
-            pass
         self.resolver_blob = resolver_blob
         if self.resolver_blob is None and os.path.exists(rp):
             with open(rp, "rb") as f:
@@ -213,6 +211,21 @@ class StoreManager:
             del self.rec["nodes"][node_id]
             self.nodes.pop(node_id, None)
             self._save()
+
+    async def kill_node(self, node_id: str, restart: bool = False) -> None:
+        """Kill a node's actor at once (no flush): a crash. ``restart=True`` lets Ray restart it at once
+        (like a process crash); otherwise it stays down until ``restart_node``."""
+        ray.kill(self.nodes[node_id], no_restart=not restart)
+        if not restart:
+            self.nodes.pop(node_id, None)
+
+    async def restart_node(self, node_id: str) -> None:
+        """Bring a node killed with ``kill_node`` back: a new actor re-opens ``data_dir/<id>``."""
+        if node_id not in self.rec["nodes"]:
+            raise InvalidArgument(f"store {self.store!r} has no node {node_id!r}")
+        self.nodes.pop(node_id, None)
+        self._ensure_actors()
+        await self.nodes[node_id].status.remote()
 
     async def _stop(self, h) -> None:
         try:
