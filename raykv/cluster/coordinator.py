@@ -1,18 +1,90 @@
-"""Coordinator: request-side logic: quorum fan-out, sloppy quorum, read repair (CONTRACT STUB).
+"""Coordinator: request-side logic: quorum fan-out, sloppy quorum, hinted writes, read repair, batching.
 
 Plain class, no Ray. The async Ray coordinator actor wraps one; the simulator
-drives several. Stateless apart from its membership view (refreshed by
-gossiping with storage nodes) and the counter of the dots it mints (its actor
-id is unique per process start, so a restart never reuses a dot).
+drives several. State: a membership view (refreshed by gossiping with storage
+nodes: ``refresh()``, also triggered lazily by requests) with its own
+phi-accrual detector plus direct evidence (a call that timed out marks the
+node down until its heartbeat advances), and the counter of the dots it mints.
+Its actor id is ``coord_id`` plus a random suffix drawn at construction, so a
+restarted coordinator never reuses a dot (the dot is the write id: a retried
+or duplicated write is idempotent at the replicas).
+
+Writes (Dynamo section 4.5-4.6): the new version's context is the context the
+client passed (None -> empty: a blind write is *concurrent* with what is
+stored and becomes a sibling, never a silent overwrite), pruned; its dot is
+fresh. Each key's preference list comes from the read ring (joining nodes
+excluded); a replica believed down is replaced by the next healthy node on
+the ring with a hint naming it (sloppy quorum), and a replica whose call fails
+is retried the same way once. Acks are credited to the intended replica and
+counted by ``quorum.Tally`` (W, or local_quorum / each_quorum by datacenter).
+Nodes that will own the key after a pending join/leave also receive the write,
+best effort, uncounted. ``put_many`` sends ONE ``put_batch`` per node.
+
+Reads ask all N replicas (one ``get_batch`` per node for ``get_many``), return
+after R replies with the ``vclock.sync`` of what came back, then in the
+background wait for the rest and push the merge to stale replicas
+(``quorum.read_repair_plan``). Cost per request: one message per replica node
+and O(siblings^2) reconciliation per key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from typing import Callable
 
 from raykv.cluster.config import StoreConfig
+from raykv.cluster.membership import Membership
+from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, write_quorum
+from raykv.cluster.ring import TOKEN_SPACE, key_token
 from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import Sibling, VClock
+from raykv.cluster.vclock import Sibling, VClock, live, reconcile
+from raykv.errors import NodeUnavailable, QuorumNotReached, RayKVError
+
+MAX_TOKEN = TOKEN_SPACE - 1
+COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",
+            "quorum_failures", "node_failures", "refreshes", "scan_pages")
+
+
+class _Fanout:
+    """Outstanding replica calls of one request; callbacks update the decision state as replies land."""
+
+    def __init__(self, decided: Callable[[], bool]) -> None:
+        self.decided = decided
+        self.pending: dict[int, asyncio.Future] = {}
+        self.event = asyncio.Event()
+        self._seq = 0
+
+    def launch(self, coro, on_done: Callable[[object, BaseException | None], None]) -> None:
+        self._seq += 1
+        seq = self._seq
+        fut = asyncio.ensure_future(coro)
+        self.pending[seq] = fut
+
+        def done(f: asyncio.Future) -> None:
+            self.pending.pop(seq, None)
+            if f.cancelled():
+                on_done(None, NodeUnavailable("cancelled"))
+            else:
+                exc = f.exception()
+                on_done(None if exc else f.result(), exc)
+            self.check()
+        fut.add_done_callback(done)
+
+    def check(self) -> None:
+        if not self.pending or self.decided():
+            self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        self.check()
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def wait_all(self, timeout: float) -> None:
+        if self.pending:
+            await asyncio.wait([f for _, f in sorted(self.pending.items())], timeout=timeout)
 
 
 class Coordinator:
@@ -20,30 +92,320 @@ class Coordinator:
 
     def __init__(self, coord_id: str, transport: Transport, config: StoreConfig, *,
                  seeds: list[str], rng: random.Random | None = None) -> None:
-        raise NotImplementedError
+        self.coord_id, self.transport, self.config = coord_id, transport, config
+        self.rng = rng or random.Random()
+        self.actor = f"{coord_id}.{self.rng.getrandbits(40):010x}"
+        self._counter = 0
+        self.seeds = list(seeds)
+        self.membership = Membership(None, tokens_per_node=config.tokens_per_node,
+                                     phi_threshold=config.phi_threshold, gossip_interval=config.gossip_interval)
+        self.counters: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
+        self._last_refresh = float("-inf")
+        self._refreshing = False
 
+    # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
-        """Pull the membership view from a storage node (gossip)."""
+        """Pull the membership view from a storage node (gossip): a random up member, else the seeds."""
+        m = self.membership
+        now = self.transport.now()
+        known = [nid for nid in m.node_ids() if m.is_up(nid, now)]
+        self.rng.shuffle(known)
+        candidates = known + [s for s in self.seeds if s not in known]
+        for nid in candidates[:4]:
+            try:
+                view = await self.transport.call(nid, "gossip", m.view(), timeout=self.config.request_timeout)
+            except NodeUnavailable:
+                m.suspect(nid, self.transport.now())
+                continue
+            m.merge(view, self.transport.now())
+            self._last_refresh = self.transport.now()
+            self.counters["refreshes"] += 1
+            return
 
-    async def get(self, key: bytes, *, r: int | None = None, consistency: str | None = None,
-                  timeout: float | None = None) -> list[Sibling]:
-        """Live siblings of ``key`` (tombstones/expired removed; [] when absent), after R replies; read repair in background."""
+    async def _ensure_view(self) -> None:
+        if not self.membership.members:
+            await self.refresh()
+        elif self.transport.now() - self._last_refresh >= self.config.gossip_interval and not self._refreshing:
+            self._refreshing = True
+
+            async def bg():
+                try:
+                    await self.refresh()
+                finally:
+                    self._refreshing = False
+            self.transport.spawn(bg())
+
+    async def add_node(self, node_id: str) -> None:
+        """Learn of a new storage node (e.g. started by the manager): keep it as a seed and gossip with it."""
+        if node_id not in self.seeds:
+            self.seeds.append(node_id)
+        try:
+            view = await self.transport.call(node_id, "gossip", self.membership.view(),
+                                             timeout=self.config.request_timeout)
+            self.membership.merge(view, self.transport.now())
+        except NodeUnavailable:
+            pass
+
+    def _failed(self, node_id: str) -> None:
+        self.counters["node_failures"] += 1
+        self.membership.suspect(node_id, self.transport.now())
+
+    # ------------------------------------------------------------------ writes
+    def _mint(self, value: bytes | None, context: VClock | None, ttl: float | None) -> Sibling:
+        now = self.transport.now()
+        self._counter += 1
+        ctx = (context or VClock()).prune(now)
+        return Sibling(dot=(self.actor, self._counter), context=ctx, value=value, timestamp=now,
+                       expires_at=(now + ttl) if ttl is not None else None)
 
     async def put(self, key: bytes, value: bytes | None, *, context: VClock | None = None,
                   w: int | None = None, consistency: str | None = None, ttl: float | None = None,
                   timeout: float | None = None) -> VClock:
         """Write (value None = delete) after W acks; returns the new version's clock (the new context)."""
-
-    async def get_many(self, keys: list[bytes], *, r: int | None = None,
-                       consistency: str | None = None) -> dict[bytes, list[Sibling]]:
-        """One call per replica, not one per key."""
+        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        await self._ensure_view()
+        sib = self._mint(value, context, ttl)
+        await self._write("put", [(key, sib)], q, timeout)
+        return sib.clock
 
     async def put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                        consistency: str | None = None, ttl: float | None = None) -> dict[bytes, VClock]:
-        """One call per replica, not one per key."""
+        """Blind writes of many keys (each a new sibling), one ``put_batch`` per replica node."""
+        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        await self._ensure_view()
+        entries = [(key, self._mint(value, None, ttl)) for key, value in items]
+        await self._write("put_many", entries, q, None)
+        return {key: sib.clock for key, sib in entries}
 
+    def _route(self, key: bytes, replica: str, used: set, now: float,
+               direct: bool = True) -> tuple[str | None, str | None]:
+        """(target, hint): the replica itself when believed up (and ``direct``), else the next healthy
+        fallback not in ``used`` (the preference list and fallbacks already tried) with a hint naming it."""
+        m = self.membership
+        if direct and m.is_up(replica, now):
+            return replica, None
+        ring = m.ring("read")
+        for f in ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas):
+            if m.is_up(f, now):
+                used.add(f)
+                return f, replica
+        return None, None
+
+    async def _write(self, op: str, entries: list[tuple[bytes, Sibling]], q: Quorum, timeout: float | None) -> None:
+        cfg, m = self.config, self.membership
+        timeout = timeout or cfg.request_timeout
+        now = self.transport.now()
+        read_ring, future_ring = m.ring("read"), m.ring("future")
+        dc_of = m.datacenter_of()
+        n, dcr = cfg.replicas, cfg.dc_replicas
+        tallies: list[Tally] = []
+        used: list[set] = []
+        retries: dict[tuple[int, str], int] = {}
+        self.counters["ops"] += 1
+        self.counters["puts"] += 1
+        self.counters["keys_written"] += len(entries)
+
+        fan = _Fanout(lambda: all(t.decision() != "wait" for t in tallies))
+
+        def send(groups: dict[str, list]) -> None:
+            for node, slots in groups.items():
+                payload = [(entries[i][0], [entries[i][1]], hint) for i, _r, hint in slots]
+                fan.launch(self.transport.call(node, "put_batch", payload, timeout=timeout),
+                           lambda res, exc, node=node, slots=slots: on_reply(node, slots, res, exc))
+
+        def on_reply(node: str, slots: list, res, exc) -> None:
+            if exc is not None and not isinstance(exc, RayKVError):
+                raise exc
+            if exc is not None:
+                self._failed(node)
+            regroup: dict[str, list] = {}
+            for j, (i, r, hint) in enumerate(slots):
+                if r is None:
+                    continue                       # best-effort copy for a pending owner
+                if exc is None and res[j]:
+                    tallies[i].ack(r)
+                    continue
+                tries = retries.get((i, r), 0)
+                target = None
+                if tries < 2 and tallies[i].decision() == "wait":
+                    retries[(i, r)] = tries + 1
+                    target, hint2 = self._route(entries[i][0], r, used[i], self.transport.now(), direct=False)
+                if target is None:
+                    tallies[i].fail(r)
+                else:
+                    self.counters["write_retries"] += 1
+                    self.counters["sloppy_writes"] += hint2 is not None
+                    regroup.setdefault(target, []).append((i, r, hint2))
+            send(regroup)
+
+        groups: dict[str, list] = {}
+        for i, (key, _sib) in enumerate(entries):
+            pref = read_ring.preference_list(key, n, dcr)
+            tallies.append(Tally(q, pref, dc_of))
+            used.append(set(pref))
+            for r in pref:
+                target, hint = self._route(key, r, used[i], now)
+                if target is None:
+                    tallies[i].fail(r)
+                    continue
+                self.counters["sloppy_writes"] += hint is not None
+                groups.setdefault(target, []).append((i, r, hint))
+            for extra in future_ring.preference_list(key, n, dcr):
+                if extra not in pref:
+                    groups.setdefault(extra, []).append((i, None, None))
+        send(groups)
+        await fan.wait(2 * timeout)
+        self._raise_failed(op, tallies)
+
+    def _raise_failed(self, op: str, tallies: list[Tally]) -> None:
+        bad = [t for t in tallies if t.decision() != "ok"]
+        if bad:
+            self.counters["quorum_failures"] += 1
+            t = bad[0]
+            detail = t.missing() + (f"; {len(bad)} of {len(tallies)} keys failed" if len(tallies) > 1 else "")
+            raise QuorumNotReached(op, t.acked, t.quorum.required, len(t.replicas), detail)
+
+    # ------------------------------------------------------------------ reads
+    async def get(self, key: bytes, *, r: int | None = None, consistency: str | None = None,
+                  timeout: float | None = None) -> list[Sibling]:
+        """Live siblings of ``key`` (tombstones/expired removed; [] when absent), after R replies; read repair in background."""
+        return (await self._read("get", [key], r, consistency, timeout))[key]
+
+    async def get_many(self, keys: list[bytes], *, r: int | None = None,
+                       consistency: str | None = None) -> dict[bytes, list[Sibling]]:
+        """Live siblings per key (only keys that have some), one ``get_batch`` per replica node."""
+        got = await self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
+        return {k: v for k, v in got.items() if v}
+
+    async def get_raw(self, keys: list[bytes], *, r: int | None = None, consistency: str | None = None,
+                      timeout: float | None = None) -> dict[bytes, list[Sibling]]:
+        """Reconciled siblings per key *including* tombstones and expired ones (tests, tools)."""
+        return await self._read("get_raw", list(dict.fromkeys(keys)), r, consistency, timeout, raw=True)
+
+    async def _read(self, op: str, keys: list[bytes], r, consistency, timeout, raw: bool = False):
+        cfg, m = self.config, self.membership
+        q = read_quorum(cfg, r, consistency, cfg.local_datacenter)
+        await self._ensure_view()
+        timeout = timeout or cfg.request_timeout
+        ring = m.ring("read")
+        dc_of = m.datacenter_of()
+        n, dcr = cfg.replicas, cfg.dc_replicas
+        self.counters["ops"] += 1
+        self.counters["gets"] += 1
+        self.counters["keys_read"] += len(keys)
+        tallies: list[Tally] = []
+        replies: list[dict[str, list[Sibling]]] = [{} for _ in keys]
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            pref = ring.preference_list(key, n, dcr)
+            tallies.append(Tally(q, pref, dc_of))
+            for node in pref:
+                groups.setdefault(node, []).append(i)
+        fan = _Fanout(lambda: all(t.decision() != "wait" for t in tallies))
+
+        def on_reply(node: str, idx: list[int], res, exc) -> None:
+            if exc is not None and not isinstance(exc, RayKVError):
+                raise exc
+            if exc is not None:
+                self._failed(node)
+            for j, i in enumerate(idx):
+                if exc is None:
+                    replies[i][node] = res[j]
+                    tallies[i].ack(node)
+                else:
+                    tallies[i].fail(node)
+
+        for node, idx in groups.items():
+            fan.launch(self.transport.call(node, "get_batch", [keys[i] for i in idx], timeout=timeout),
+                       lambda res, exc, node=node, idx=idx: on_reply(node, idx, res, exc))
+        await fan.wait(2 * timeout)
+        snapshot = [dict(rep) for rep in replies]
+        self._raise_failed(op, tallies)
+        self.transport.spawn(self._read_repair(keys, replies, fan, timeout))
+        now = self.transport.now()
+        out = {}
+        for key, rep in zip(keys, snapshot):
+            merged = reconcile(*rep.values())
+            out[key] = merged if raw else live(merged, now)
+        return out
+
+    async def _read_repair(self, keys: list[bytes], replies: list[dict], fan: _Fanout, timeout: float) -> int:
+        """After every replica answered (or timed out), push the merge to the stale ones, one call per node."""
+        await fan.wait_all(timeout)
+        pushes: dict[str, list] = {}
+        for key, rep in zip(keys, replies):
+            if len(rep) < 2:
+                continue
+            merged, stale = read_repair_plan(rep)
+            for node in stale:
+                pushes.setdefault(node, []).append((key, merged))
+        repaired = 0
+        for node, items in pushes.items():
+            try:
+                await self.transport.call(node, "put_batch", items, timeout=timeout)
+                repaired += len(items)
+            except RayKVError:
+                self._failed(node)
+        self.counters["read_repairs"] += repaired
+        return repaired
+
+    # ------------------------------------------------------------------ scans
     async def scan_page(self, cursor: bytes | None, limit: int) -> tuple[list[tuple[bytes, list[Sibling]]], bytes | None]:
-        """A page of live keys for ``items()``; cursor None starts, returned None ends."""
+        """A page of live keys for ``items()``, in token order; cursor None starts, returned None ends.
 
-    async def add_node(self, node_id: str) -> None: ...
-    async def status(self) -> dict: ...
+        The cursor is the last token covered (8 bytes). Each ring segment is read from all of its up replicas
+        and merged (so a key held by any replica is seen), paged by token. Keys written during a scan may or may
+        not appear; a key present throughout appears exactly once.
+        """
+        await self._ensure_view()
+        m, cfg = self.membership, self.config
+        ring = m.ring("read")
+        if not len(ring):
+            return [], None
+        pos = -1 if cursor is None else int.from_bytes(cursor, "big")
+        bounds = sorted({hi for _lo, hi, _o in ring.ranges()} | {MAX_TOKEN})
+        out: list[tuple[bytes, list[Sibling]]] = []
+        self.counters["scan_pages"] += 1
+        while pos < MAX_TOKEN and len(out) < limit:
+            hi = next(b for b in bounds if b > pos)
+            reps = ring.preference_list_for_token(hi, cfg.replicas, cfg.dc_replicas)
+            lo = MAX_TOKEN if pos < 0 else pos     # (MAX, hi] wraps to [0, hi]
+            want = limit - len(out)
+            pages, cut = [], hi
+            for node in reps:
+                try:
+                    items, nxt = await self.transport.call(node, "fetch_range", lo, hi, want,
+                                                           timeout=cfg.request_timeout)
+                except NodeUnavailable:
+                    self._failed(node)
+                    continue
+                pages.append(items)
+                if nxt is not None:
+                    cut = min(cut, nxt)
+            if not pages:
+                raise QuorumNotReached("scan", 0, 1, len(reps), f"no replica of token range ending {hi} answered")
+            merged: dict[bytes, list[Sibling]] = {}
+            for items in pages:
+                for key, sibs in items:
+                    if key_token(key) <= cut:
+                        merged[key] = reconcile(merged.get(key, []), sibs)
+            now = self.transport.now()
+            for key in sorted(merged, key=lambda k: (key_token(k), k)):
+                vis = live(merged[key], now)
+                if vis:
+                    out.append((key, vis))
+            pos = cut
+        return out, (None if pos >= MAX_TOKEN else pos.to_bytes(8, "big"))
+
+    # ------------------------------------------------------------------ status
+    async def status(self) -> dict:
+        """Membership as this coordinator sees it, ring ownership, counters."""
+        await self._ensure_view()
+        m, now = self.membership, self.transport.now()
+        ring = m.ring("read")
+        return {"coord_id": self.coord_id, "actor": self.actor,
+                "members": {nid: {"status": m.status(nid, now), "datacenter": st.info.datacenter,
+                                  "weight": st.info.weight, "host": st.info.host}
+                            for nid, st in m.members.items()},
+                "ownership": ring.ownership() if len(ring) else {},
+                "counters": dict(self.counters)}

@@ -1,18 +1,51 @@
-"""StorageNode: the replica-side logic of one storage node (CONTRACT STUB, to be implemented).
+"""StorageNode: the replica-side logic of one storage node.
 
 Plain class, no Ray. The Ray actor (raykv/actors/storage_node.py) and the
 simulator both wrap it: they construct it, call ``await node.start()`` once,
 call ``await node.tick()`` periodically, and route transport calls for method
 ``m`` to ``await node.rpc_<m>(*args)``.
+
+What it does:
+- applies writes by reconciling with what is stored (``vclock.sync``): a
+  write is idempotent (the dot is the write id) and never drops a concurrent
+  sibling; a write carrying a hint target is kept as a durable hint instead;
+- gossips its membership view with one random peer per ``gossip_interval``
+  (heartbeat + phi-accrual detector, raykv/cluster/membership.py);
+- replays hints to targets its detector sees up (raykv/cluster/hints.py);
+- runs Merkle anti-entropy with every peer it shares ranges with, once per
+  ``anti_entropy_interval`` (raykv/cluster/antientropy.py);
+- joins by pulling its ranges before serving reads, leaves by pushing them
+  (raykv/cluster/streaming.py).
+
+Durable state lives in the backend: data, hints, and meta "member" =
+"status incarnation" so a restart resumes its status with a higher incarnation.
+
+RPC surface (transport method -> ``rpc_<method>``): put_batch(items),
+get_batch(keys), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
+depth), ae_fetch(arcs, diff), leave(), status(). ``items`` are
+``(key, siblings)`` or ``(key, siblings, hint_target)`` tuples;
+put_batch answers one bool per item (False: a hint refused, Overloaded).
 """
 
 from __future__ import annotations
 
 import random
+from itertools import islice
 
+from raykv.cluster import antientropy, streaming
 from raykv.cluster.backend import VersionedBackend
 from raykv.cluster.config import StoreConfig
+from raykv.cluster.hints import hint_batch, pending_targets, retire_delivered, store_hint
+from raykv.cluster.membership import Membership
+from raykv.cluster.merkle import MerkleTree  # noqa: F401  (re-exported for shells that inspect trees)
+from raykv.cluster.ring import NodeInfo, key_token
 from raykv.cluster.transport import Transport
+from raykv.cluster.vclock import sync
+from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded
+
+COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
+            "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
+            "restarts")
 
 
 class StorageNode:
@@ -23,27 +56,264 @@ class StorageNode:
                  host: str | None = None, seeds: list[str] = (), rng: random.Random | None = None) -> None:
         """``seeds``: node ids to gossip with first (empty for the very first node). ``host`` is the
         machine id used to spread replicas over distinct machines (the Ray node id on Ray)."""
-        raise NotImplementedError
+        self.node_id = node_id
+        self.backend, self.transport, self.config = backend, transport, config
+        self.info = NodeInfo(node_id, float(weight), datacenter, host)
+        self.seeds = [s for s in seeds if s != node_id]
+        self.rng = rng or random.Random(node_id)
+        self.membership: Membership | None = None
+        self.counters: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
+        self._due: dict[str, float] = {}
+        self._busy: set[str] = set()
+        self._status_since = 0.0
 
+    # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Recover membership from the backend's metadata (or join through ``seeds``)."""
+        raw = self.backend.meta_get("member")
+        if raw:
+            status, inc = raw.decode().split()
+            incarnation = int(inc) + 1
+            self.counters["restarts"] += 1
+        else:
+            status, incarnation = ("joining" if self.seeds else "alive"), 1
+        cfg = self.config
+        self.membership = Membership(self.info, tokens_per_node=cfg.tokens_per_node, phi_threshold=cfg.phi_threshold,
+                                     gossip_interval=cfg.gossip_interval, status=status, incarnation=incarnation)
+        self._persist()
+        now = self.transport.now()
+        self._status_since = now
+        jitter = self.rng.random()
+        self._due = {"gossip": now, "hints": now + jitter * cfg.hint_replay_interval,
+                     "ae": now + (0.5 + jitter) * cfg.anti_entropy_interval}
+        for seed in self.seeds:
+            if await self._gossip_with(seed):
+                break
+
+    def _persist(self) -> None:
+        me = self.membership.me
+        self.backend.meta_put("member", f"{me.status} {me.incarnation}".encode())
+
+    def declare(self, status: str) -> None:
+        """Change our declared status (bumps the incarnation) and persist it before anyone hears of it."""
+        self.membership.declare(status)
+        self._persist()
+
+    @property
+    def status_name(self) -> str:
+        return self.membership.me.status if self.membership else "starting"
 
     async def tick(self) -> None:
         """One round of periodic work, each part on its own interval: gossip, failure detection,
-        hint replay, anti-entropy, join/leave streaming."""
+        hint replay, anti-entropy, join/leave streaming. Long work runs in the background."""
+        if self.membership is None:
+            return
+        cfg, now = self.config, self.transport.now()
+        if now >= self._due["gossip"]:
+            self._due["gossip"] = now + cfg.gossip_interval
+            await self.gossip_round()
+        status = self.status_name
+        if status == "left":
+            return
+        if now >= self._due["hints"]:
+            self._due["hints"] = now + cfg.hint_replay_interval
+            self._background("hints", self.replay_hints)
+        if now >= self._due["ae"]:
+            self._due["ae"] = now + cfg.anti_entropy_interval
+            if status != "joining":
+                self._background("ae", self.anti_entropy_round)
+        settled = now - self._status_since >= 3 * cfg.gossip_interval
+        if status == "joining" and settled:
+            self._background("stream", self._join)
+        elif status == "leaving" and settled:
+            self._background("stream", self._leave)
 
-    # --- RPCs: transport method "x" runs rpc_x ---
+    def _background(self, name: str, fn) -> None:
+        if name in self._busy:
+            return
+        self._busy.add(name)
+
+        async def run():
+            try:
+                await fn()
+            except NodeUnavailable:
+                pass
+            finally:
+                self._busy.discard(name)
+        self.transport.spawn(run())
+
+    async def _join(self) -> None:
+        await streaming.join(self)
+
+    async def _leave(self) -> None:
+        await streaming.leave(self)
+
+    # ------------------------------------------------------------------ gossip
+    async def _gossip_with(self, peer: str) -> bool:
+        try:
+            reply = await self.transport.call(peer, "gossip", self.membership.view(),
+                                              timeout=self.config.request_timeout)
+        except NodeUnavailable:
+            return False
+        self.membership.merge(reply, self.transport.now())
+        return True
+
+    async def gossip_round(self) -> None:
+        """Bump our heartbeat and exchange views with one random non-left peer (a seed if we know nobody)."""
+        m = self.membership
+        m.beat()
+        self.counters["gossip_rounds"] += 1
+        peers = [nid for nid in m.node_ids() if nid != self.node_id]
+        if not peers:
+            peers = self.seeds
+        if peers:
+            await self._gossip_with(self.rng.choice(peers))
+
+    # ------------------------------------------------------------------ local writes
+    def apply_local(self, items, merge: bool = True) -> int:
+        """Reconcile ``(key, siblings[, ...])`` items into the backend in one batch; returns keys changed."""
+        pending: dict[bytes, list] = {}
+        for item in items:
+            key, sibs = item[0], item[1]
+            cur = pending[key] if key in pending else self.backend.get(key)
+            new = sync(cur, sibs)
+            if new != cur:
+                pending[key] = new
+        if pending:
+            self.backend.put_many(list(pending.items()))
+            self.counters["keys_written"] += len(pending)
+        return len(pending)
+
+    # ------------------------------------------------------------------ RPCs
+    def _require_started(self) -> None:
+        if self.membership is None:
+            raise NodeUnavailable(f"storage node {self.node_id} is starting")
+
     async def rpc_put_batch(self, items: list) -> list:
-        """items: [(key, [Sibling,...]), ...] -> per-item ack (True)."""
+        """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool."""
+        self._require_started()
+        self.counters["ops"] += 1
+        self.counters["puts"] += len(items)
+        acks, direct = [], []
+        for item in items:
+            hint = item[2] if len(item) > 2 else None
+            if hint is not None and hint != self.node_id:
+                try:
+                    store_hint(self.backend, self.config.max_hints, hint, item[0], list(item[1]))
+                    self.counters["hints_written"] += 1
+                    acks.append(True)
+                except Overloaded:
+                    self.counters["hints_refused"] += 1
+                    acks.append(False)
+                continue
+            direct.append(item)
+            acks.append(True)
+        if direct:
+            self.apply_local(direct)
+        return acks
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
-        """-> [[Sibling,...] per key]."""
+        """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""
+        self._require_started()
+        self.counters["ops"] += 1
+        self.counters["gets"] += len(keys)
+        return [self.backend.get(k) for k in keys]
 
-    async def rpc_gossip(self, view: dict) -> dict:
+    async def rpc_gossip(self, view: list) -> list:
         """Merge the caller's membership view, return ours."""
+        self._require_started()
+        self.membership.merge(view, self.transport.now())
+        return self.membership.view()
+
+    async def rpc_fetch_range(self, lo: int, hi: int, limit: int) -> tuple[list, int | None]:
+        """A page of ``(key, siblings)`` with lo < token <= hi, by token; next cursor (a token) or None at the end."""
+        self._require_started()
+        items = list(islice(self.backend.iter_range(lo, hi), limit + 1))
+        if len(items) <= limit:
+            return items, None
+        items = items[:limit]
+        last = key_token(items[-1][0])
+        return items, (None if last == hi else last)
+
+    async def rpc_ae_tree(self, arcs: list, depth: int) -> bytes:
+        """Merkle tree (bytes) of our keys in ``arcs`` (anti-entropy)."""
+        self._require_started()
+        return antientropy.build_tree(self.backend, [tuple(a) for a in arcs], depth).to_bytes()
+
+    async def rpc_ae_fetch(self, arcs: list, diff: list) -> list:
+        """Our ``(key, siblings)`` in ``arcs`` whose token lies in a differing sub-arc."""
+        self._require_started()
+        return antientropy.fetch_diff(self.backend, [tuple(a) for a in arcs], [tuple(d) for d in diff])
 
     async def rpc_leave(self) -> None:
-        """Start leaving: stream every range to its new owner, then mark ourselves left."""
+        """Leave the ring: declare ``leaving`` (coordinators start writing to the new owners too), let ``tick``
+        stream every range to its new owner, and return once we are ``left``. InvalidArgument for the last node."""
+        self._require_started()
+        others = [nid for nid in self.membership.node_ids(("alive",)) if nid != self.node_id]
+        if not others:
+            raise InvalidArgument(f"{self.node_id} is the last alive storage node; it cannot leave")
+        if self.status_name in ("alive", "joining"):
+            self.declare("leaving")
+            self._status_since = self.transport.now()
+        while self.status_name != "left":
+            await self.transport.sleep(self.config.gossip_interval)
 
     async def rpc_status(self) -> dict:
-        """{'node_id', 'alive', 'datacenter', 'weight', 'host', 'keys', 'disk_bytes', 'hints_pending', ...}."""
+        """{'node_id', 'alive', 'status', 'datacenter', 'weight', 'host', 'keys', 'disk_bytes', 'hints_pending', ...}."""
+        st = self.backend.stats()
+        status = self.status_name
+        return {"node_id": self.node_id, "alive": status in ("alive", "leaving"), "status": status,
+                "datacenter": self.info.datacenter, "weight": self.info.weight, "host": self.info.host,
+                "keys": st.get("keys", 0), "disk_bytes": st.get("disk_bytes", 0),
+                "hints_pending": self.backend.hint_count(), "counters": dict(self.counters),
+                "members": {nid: self.membership.status(nid, self.transport.now())
+                            for nid in self.membership.members} if self.membership else {}}
+
+    # ------------------------------------------------------------------ background work
+    async def replay_hints(self) -> int:
+        """Deliver hints to every target the detector sees up; returns hints delivered (and removed)."""
+        m, now = self.membership, self.transport.now()
+        delivered = 0
+        for target in pending_targets(self.backend):
+            declared = m.declared(target)
+            batch = hint_batch(self.backend, target, 256)
+            if declared is None or declared == "left":
+                delivered += await self._redirect_hints(batch)
+                continue
+            if not m.is_up(target, now):
+                continue
+            try:
+                acks = await self.transport.call(target, "put_batch", [(h.key, list(h.siblings)) for h in batch],
+                                                 timeout=self.config.request_timeout)
+            except NodeUnavailable:
+                m.suspect(target, self.transport.now())
+                continue
+            if all(acks):
+                delivered += retire_delivered(self.backend, batch)
+        self.counters["hints_delivered"] += delivered
+        return delivered
+
+    async def _redirect_hints(self, batch) -> int:
+        """Hints for a node that left: deliver to each key's current replicas instead."""
+        ring = self.membership.ring("future")
+        done = []
+        for h in batch:
+            targets = ring.preference_list(h.key, self.config.replicas, self.config.dc_replicas)
+            ok = bool(targets)
+            for t in targets:
+                try:
+                    if t == self.node_id:
+                        self.apply_local([(h.key, list(h.siblings))])
+                    else:
+                        acks = await self.transport.call(t, "put_batch", [(h.key, list(h.siblings))],
+                                                         timeout=self.config.request_timeout)
+                        ok = ok and all(acks)
+                except NodeUnavailable:
+                    ok = False
+            if ok:
+                done.append(h)
+        return retire_delivered(self.backend, done)
+
+    async def anti_entropy_round(self) -> int:
+        """One Merkle exchange with each up peer sharing ranges; returns keys repaired."""
+        return await antientropy.anti_entropy_round(self)

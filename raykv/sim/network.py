@@ -48,6 +48,7 @@ class SimNetwork:
         self.faults = faults or Faults()
         self.handlers: dict[str, Any] = {}         # node id -> object with rpc_* methods
         self.tasks: dict[str, dict] = {}           # node id -> {seq: running task} (cancelled on crash, in seq order)
+        self.down: set[str] = set()                # crashed endpoints (their pending replies are dropped)
         self.errors: list[BaseException] = []      # unexpected exceptions of background tasks (bugs)
         self._seq = 0
         self.groups: dict[str, frozenset] = {}     # partition membership
@@ -68,6 +69,7 @@ class SimNetwork:
     # --- endpoints ---
     def register(self, node_id: str, handler: Any) -> None:
         self.handlers[node_id] = handler
+        self.down.discard(node_id)
         self.tasks.setdefault(node_id, {})
         self.log("register", node_id)
 
@@ -93,6 +95,7 @@ class SimNetwork:
     def crash(self, node_id: str) -> None:
         """Node loses its in-memory state: handler unregistered, every task it runs cancelled."""
         self.handlers.pop(node_id, None)
+        self.down.add(node_id)
         for _seq, task in sorted(self.tasks.pop(node_id, {}).items()):
             task.cancel()
         self.tasks[node_id] = {}
@@ -151,7 +154,7 @@ class SimNetwork:
         self.loop.call_later(self._delay(), self._reply, src, dst, reply, outcome)
 
     def _reply(self, src, dst, reply, outcome) -> None:
-        if reply.done() or not self.reachable(src, dst) or src not in self.handlers:
+        if reply.done() or not self.reachable(src, dst) or src in self.down:
             return
         self.log("reply", src, dst, outcome[0])
         if outcome[0]:

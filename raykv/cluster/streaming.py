@@ -1,0 +1,116 @@
+"""Range streaming for join and leave (riak_core handoff, Cassandra bootstrap/decommission, simplified).
+
+Join: a node declares ``joining``; coordinators then send it the writes of the
+ranges it will own (the "future" ring) on top of the current replicas, without
+counting it toward W. After a settle delay (so those writes are flowing) it
+pulls every arc of ``movement_plan(read ring, read ring + me)`` that targets
+it, in pages, from the planned source and from the arc's other current
+replicas, merging with ``vclock.sync``; only when every arc came from at least
+one source does it declare ``alive`` and start serving reads. A crash midway
+loses nothing: the sources keep their data, the node restarts as ``joining``
+(its status is persisted) and pulls again (pulls are reconciling writes).
+
+Leave: a node declares ``leaving`` (still a replica for reads), pushes every
+arc of ``movement_plan(read ring, read ring - me)`` to its new owner in pages,
+and declares ``left`` only when every push was acknowledged; otherwise it
+retries on the next tick. Residual races (a write that reached only the old
+owners while gossip was spreading) are closed by anti-entropy between the new
+replicas. Sources keep their copies (no handoff deletion yet): they become
+garbage, never a loss.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raykv.cluster.membership import cached_ring
+from raykv.cluster.ring import movement_plan
+from raykv.errors import NodeUnavailable
+
+if TYPE_CHECKING:
+    from raykv.cluster.node import StorageNode
+
+PAGE = 500
+
+
+async def pull_arc(node: "StorageNode", source: str, lo: int, hi: int) -> int:
+    """Page ``(lo, hi]`` from ``source`` into our backend; returns keys received. Raises NodeUnavailable."""
+    got = 0
+    cursor = lo
+    while True:
+        items, nxt = await node.transport.call(source, "fetch_range", cursor, hi, PAGE,
+                                               timeout=node.config.request_timeout)
+        if items:
+            node.apply_local(items, merge=True)
+            got += len(items)
+        if nxt is None:
+            return got
+        cursor = nxt
+
+
+async def push_arc(node: "StorageNode", target: str, lo: int, hi: int) -> int:
+    """Send our keys of ``(lo, hi]`` to ``target`` in pages; returns keys sent. Raises NodeUnavailable."""
+    sent = 0
+    page: list = []
+    for key, sibs in node.backend.iter_range(lo, hi):
+        page.append((key, sibs, None))
+        if len(page) >= PAGE:
+            await _push(node, target, page)
+            sent += len(page)
+            page = []
+    if page:
+        await _push(node, target, page)
+        sent += len(page)
+    return sent
+
+
+async def _push(node: "StorageNode", target: str, page: list) -> None:
+    acks = await node.transport.call(target, "put_batch", page, timeout=node.config.request_timeout)
+    if not all(acks):
+        raise NodeUnavailable(f"{target} refused part of a streamed page")
+
+
+async def join(node: "StorageNode") -> bool:
+    """Pull our future ranges; declare alive on success. Returns True when the node is alive."""
+    m = node.membership
+    old = m.ring("read")
+    if node.node_id in old.nodes:
+        return True
+    new = cached_ring(list(old.nodes.values()) + [node.info], m.tokens_per_node)
+    n, dcr = node.config.replicas, node.config.dc_replicas
+    now = node.transport.now()
+    for t in movement_plan(old, new, n, dcr):
+        if t.target != node.node_id:
+            continue
+        sources = [t.source] + [s for s in old.replicas_for_range(t.lo, t.hi, n, dcr) if s != t.source]
+        ok = False
+        for src in sources:
+            if src != t.source and not m.is_up(src, now):
+                continue
+            try:
+                node.counters["streamed_in"] += await pull_arc(node, src, t.lo, t.hi)
+                ok = True
+            except NodeUnavailable:
+                continue
+        if not ok:
+            return False
+    node.declare("alive")
+    return True
+
+
+async def leave(node: "StorageNode") -> bool:
+    """Push our ranges to their new owners; declare left on success."""
+    m = node.membership
+    old = m.ring("read")
+    if node.node_id not in old.nodes:
+        node.declare("left")
+        return True
+    new = old.without_node(node.node_id)
+    n, dcr = node.config.replicas, node.config.dc_replicas
+    for t in movement_plan(old, new, n, dcr):
+        try:
+            node.counters["streamed_out"] += await push_arc(node, t.target, t.lo, t.hi)
+        except NodeUnavailable:
+            return False
+    node.declare("left")
+    return True
