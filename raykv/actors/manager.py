@@ -271,11 +271,7 @@ class StoreManager:
 
 
 def _ring_members(coord_status: dict) -> set:
-    """Node ids a coordinator's status says are in its ring (accepts the shapes the logic may report)."""
-    for k in ("ring_nodes", "members", "nodes", "ring"):
-        v = coord_status.get(k)
-        if isinstance(v, dict):
-            return set(v)
-        if isinstance(v, (list, tuple, set)):
-            return {x if isinstance(x, str) else x.get("node_id") for x in v}
-    return set()
+    """Node ids a coordinator's status reports as alive members of its ring."""
+    members = coord_status.get("members") or {}
+    return {nid for nid, m in members.items()
+            if (m.get("status") if isinstance(m, dict) else m) in ("alive", "leaving")}
