@@ -374,7 +374,14 @@ class KV:
         return self.get(key)
 
     def __setitem__(self, key, value) -> None:
-        self.put(key, value)
+        """``kv[k] = v`` overwrites: it reads the current versions and writes ``v`` superseding all of them
+        (``put`` without a context is a blind write, concurrent with what is stored)."""
+        key, value = self._key(key), self._value(value)
+        clock = self._current_context(self._siblings(key, None, None))
+        if clock is None:
+            self.put(key, value)
+        else:
+            self._client.call("put", key, value, context=clock)
 
     def __delitem__(self, key) -> None:
         self.delete(key)

@@ -1,0 +1,57 @@
+"""One Ray instance for the whole session (tests/ray), with fast failure detection.
+
+Tests that need several Ray nodes (``ray.cluster_utils.Cluster``) run in a
+subprocess so they never fight this instance.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SYSTEM_CONFIG = {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
+                 "health_check_initial_delay_ms": 0}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ.setdefault("PYTHONPATH", ROOT)
+    ray.init(num_cpus=4, namespace="raykv", include_dashboard=False, log_to_driver=False,
+             _system_config=SYSTEM_CONFIG)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def store_dir():
+    d = tempfile.mkdtemp(prefix="raykv-test-")
+    yield d
+
+
+def wait_for(pred, timeout: float, every: float = 0.2, what: str = "condition"):
+    """Poll ``pred`` until it is truthy; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run_driver(code: str, timeout: float = 180) -> str:
+    """Run ``code`` in a separate Python process (a second Ray driver); return its stdout, fail on error."""
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                       cwd=ROOT, env=env)
+    assert p.returncode == 0, f"driver failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-4000:]}"
+    return p.stdout
