@@ -8,9 +8,12 @@ them, and the per-block compressor removes most of the key redundancy instead.
 
 from __future__ import annotations
 
+import struct
+import sys
 import threading
 import zlib
 from bisect import bisect_left
+from itertools import accumulate
 
 import zstandard
 
@@ -74,56 +77,96 @@ def unseal(raw: bytes, path: str, offset: int) -> bytes:
 def encode_data(keys: list[bytes], seqs: list[int], values: list, exps: list[float]) -> bytes:
     """Columnar data-block payload (format.py). Cost O(block bytes)."""
     n = len(keys)
-    vlens = [F.TOMBSTONE_VLEN if v is None else len(v) for v in values]
-    fixed = F.block_fields(n).pack(*[len(k) for k in keys], *vlens, *exps, *seqs)
-    return b"".join((F.BLOCK_COUNT.pack(n), fixed, b"".join(keys),
-                     b"".join(v for v in values if v is not None)))
+    vals = [b"" if v is None else v for v in values]
+    kinds = bytes([F.KIND_DELETE if v is None else F.KIND_PUT for v in values])
+    fixed = struct.pack(f"<I{n + 1}I{n + 1}I{n}d{n}Q", n, *accumulate(map(len, keys), initial=0),
+                        *accumulate(map(len, vals), initial=0), *exps, *seqs)
+    return b"".join((fixed, kinds, b"".join(keys), b"".join(vals)))
+
+
+_DEL = F.KIND_DELETE
+_LITTLE = sys.byteorder == "little"
+
+
+def _column(mv: memoryview, fmt: str, start: int, count: int, width: int):
+    """A read-only sequence view of a little-endian column (zero-copy on little-endian hosts)."""
+    if _LITTLE:
+        return mv[start:start + count * width].cast(fmt)
+    return struct.unpack_from(f"<{count}{fmt}", mv, start)
 
 
 class DataBlock:
-    """A decoded data block: parallel lists, ``find(key)`` by bisection. ``charge`` = bytes held in memory."""
+    """A data block read in place: columns are zero-copy views of the payload; keys and values are
+    sliced on demand. Opening one costs a few memoryview casts (no per-entry work); ``find``
+    bisects with O(log n) key slices. ``charge`` = bytes held in memory (for the cache).
+    """
 
-    __slots__ = ("keys", "seqs", "values", "exps", "charge")
+    __slots__ = ("n", "seqs", "exps", "kinds", "koffs", "voffs", "kbase", "vbase", "payload", "charge", "_keys")
 
     def __init__(self, payload: bytes, path: str = "?", offset: int = 0) -> None:
         try:
             (n,) = F.BLOCK_COUNT.unpack_from(payload, 0)
-            st = F.block_fields(n)
-            fields = st.unpack_from(payload, F.BLOCK_COUNT.size)
+            ko, vo, eo, so, kd, kbase = F.block_layout(n)
+            if n == 0 or kbase > len(payload):
+                raise ValueError(f"{n} entries do not fit in {len(payload)} bytes")
+            mv = memoryview(payload)
+            self.koffs = _column(mv, "I", ko, n + 1, 4)
+            self.voffs = _column(mv, "I", vo, n + 1, 4)
+            self.exps = _column(mv, "d", eo, n, 8)
+            self.seqs = _column(mv, "Q", so, n, 8)
         except Exception as exc:
             raise CorruptionError(path, offset, f"malformed data block: {exc}") from None
-        klens = fields[:n]
-        vlens = fields[n:2 * n]
-        self.exps = fields[2 * n:3 * n]
-        self.seqs = fields[3 * n:]
-        pos = F.BLOCK_COUNT.size + st.size
-        keys = []
-        append = keys.append
-        for kl in klens:
-            append(payload[pos:pos + kl])
-            pos += kl
-        values = []
-        append = values.append
-        tomb = F.TOMBSTONE_VLEN
-        for vl in vlens:
-            if vl == tomb:
-                append(None)
-            else:
-                append(payload[pos:pos + vl])
-                pos += vl
-        if pos != len(payload):
+        self.kinds = payload[kd:kbase]
+        self.n = n
+        self.kbase = kbase
+        self.vbase = kbase + self.koffs[n]
+        if self.vbase + self.voffs[n] != len(payload):
             raise CorruptionError(path, offset, "data block lengths do not add up")
-        self.keys = keys
-        self.values = values
-        self.charge = len(payload) + 100 * n + 200
+        self.payload = payload
+        self._keys = None
+        self.charge = len(payload) + 400
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Every key of the block (materialized on first use, e.g. by a scan)."""
+        keys = self._keys
+        if keys is None:
+            b = self.kbase
+            ko = [b + o for o in self.koffs]
+            keys = self._keys = list(map(self.payload.__getitem__, map(slice, ko, ko[1:])))
+        return keys
 
     def find(self, key: bytes):
-        """(seq, value|None, expire_at) of ``key`` in this block, or None."""
-        keys = self.keys
-        i = bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            return self.seqs[i], self.values[i], self.exps[i]
+        """(seq, value|None, expire_at) of ``key`` in this block, or None. Cost O(log n)."""
+        p = self.payload
+        ko = self.koffs
+        b = self.kbase
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if p[b + ko[mid]:b + ko[mid + 1]] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self.n and p[b + ko[lo]:b + ko[lo + 1]] == key:
+            if self.kinds[lo] == _DEL:
+                return self.seqs[lo], None, self.exps[lo]
+            vb = self.vbase
+            return self.seqs[lo], p[vb + self.voffs[lo]:vb + self.voffs[lo + 1]], self.exps[lo]
         return None
+
+    def values(self, i: int = 0, j: int | None = None) -> list:
+        """Values of entries i..j-1 (None for deletes)."""
+        j = self.n if j is None else j
+        vb = self.vbase
+        vo = [vb + o for o in self.voffs[i:j + 1]]
+        vals = list(map(self.payload.__getitem__, map(slice, vo, vo[1:])))
+        kinds = self.kinds
+        if _DEL in kinds[i:j]:
+            for x in range(i, j):
+                if kinds[x] == _DEL:
+                    vals[x - i] = None
+        return vals
 
 
 def encode_index(entries: list[tuple[bytes, int, int]]) -> bytes:

@@ -58,17 +58,23 @@ ZLIB_LEVEL = 1
 ZSTD_LEVEL = 1
 MIN_COMPRESSION_GAIN = 8                    # store raw unless compression saves >= 1/8
 
-# data block payload (uncompressed), columnar so one struct call decodes all fixed fields:
-#   [n u32] [klen u32 * n] [vlen u32 * n] [expire_at f64 * n] [seq u64 * n] [keys...] [values...]
-# vlen == TOMBSTONE_VLEN marks a delete (no value bytes).
+# data block payload (uncompressed), columnar so that reading it needs no per-entry decoding:
+#   [n u32] [key_off u32 * (n+1)] [val_off u32 * (n+1)] [expire_at f64 * n] [seq u64 * n] [kind u8 * n]
+#   [keys...] [values...]
+# key i is keys[key_off[i]:key_off[i+1]] (offsets relative to the start of the keys region, key_off[0] = 0),
+# value i likewise in the values region. kind is KIND_PUT or KIND_DELETE (a delete has an empty value).
 BLOCK_COUNT = struct.Struct("<I")
-TOMBSTONE_VLEN = 0xFFFFFFFF
 DEFAULT_BLOCK_BYTES = 4096
 
 
-def block_fields(n: int) -> struct.Struct:
-    """The struct of the fixed per-entry columns of an n-entry data block (after the count)."""
-    return struct.Struct(f"<{n}I{n}I{n}d{n}Q")
+def block_layout(n: int) -> tuple[int, int, int, int, int, int]:
+    """Byte offsets in an n-entry data block of: key_off, val_off, expire_at, seq, kind columns, keys region."""
+    ko = BLOCK_COUNT.size
+    vo = ko + 4 * (n + 1)
+    eo = vo + 4 * (n + 1)
+    so = eo + 8 * n
+    kd = so + 8 * n
+    return ko, vo, eo, so, kd, kd + n
 
 
 # index block payload: [n u32] then n entries [klen u32][offset u64][size u32][last_key]
@@ -76,6 +82,7 @@ def block_fields(n: int) -> struct.Struct:
 INDEX_ENTRY = struct.Struct("<IQI")
 
 # filter block payload: [k u8][bloom bit array]; bit i is byte i>>3, bit i&7
+# key hash: h1 = crc32(key), h2 = adler32(key) | 1; probe i sets bit (h1 + i*h2) mod nbits
 FILTER_HEADER = struct.Struct("<B")
 BLOOM_BITS_PER_KEY = 10
 

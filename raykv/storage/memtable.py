@@ -56,6 +56,15 @@ class Memtable:
         for key in sd.irange(start, end, inclusive=(True, False)):
             yield key, sd[key]
 
+    def columns(self) -> tuple[list, list, list, list]:
+        """(keys, seqs, values, expires) of every entry in key order, for a flush. Frozen memtables only."""
+        sd = self._sd
+        keys = list(sd.keys())
+        if not keys:
+            return [], [], [], []
+        seqs, values, exps = zip(*map(sd.__getitem__, keys))
+        return keys, list(seqs), list(values), list(exps)
+
     def snapshot(self, start: bytes | None = None, end: bytes | None = None) -> list[tuple[bytes, tuple]]:
         """A materialized copy of the range (take it under the writer lock). Cost O(range)."""
         sd = self._sd

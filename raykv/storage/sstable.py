@@ -13,6 +13,7 @@ import os
 import weakref
 import zlib
 from bisect import bisect_left
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -58,7 +59,7 @@ class TableBuilder:
         self._exps: list[float] = []
         self._blk_bytes = 0
         self._index: list[tuple[bytes, int, int]] = []
-        self._hashes: list[int] = []
+        self._all_keys: list[bytes] = []   # for the bloom filter, built at finish
         self.entries = 0
         self.tombstones = 0
         self.min_seq = 1 << 64
@@ -78,7 +79,7 @@ class TableBuilder:
         self._seqs.append(seq)
         self._vals.append(value)
         self._exps.append(expire_at)
-        self._hashes.append(bloom.key_hash(key))
+        self._all_keys.append(key)
         self.entries += 1
         if value is None:
             self.tombstones += 1
@@ -91,6 +92,36 @@ class TableBuilder:
             self.max_seq = seq
         if self._blk_bytes >= self.block_bytes:
             self._flush_block()
+
+    def add_run(self, keys: list[bytes], seqs, values, exps) -> None:
+        """Add a sorted run (strictly increasing keys, all greater than any added before) in bulk:
+        block boundaries come from cumulative sizes, so there is no per-entry Python call."""
+        if not keys:
+            return
+        self._flush_block()
+        if self.smallest is None:
+            self.smallest = keys[0]
+        self.largest = keys[-1]
+        self._all_keys.extend(keys)
+        n = len(keys)
+        self.entries += n
+        self.tombstones += values.count(None) if isinstance(values, list) else list(values).count(None)
+        self.min_seq = min(self.min_seq, min(seqs))
+        self.max_seq = max(self.max_seq, max(seqs))
+        sizes = accumulate(len(k) + (len(v) if v is not None else 0) + 25 for k, v in zip(keys, values))
+        cum = list(sizes)
+        start = 0
+        base = 0
+        bb = self.block_bytes
+        while start < n:
+            stop = bisect_left(cum, base + bb, start) + 1
+            if stop > n:
+                stop = n
+            payload = B.encode_data(keys[start:stop], seqs[start:stop], values[start:stop], exps[start:stop])
+            off, size = self._write_block(payload, self.codec)
+            self._index.append((keys[stop - 1], off, size))
+            base = cum[stop - 1]
+            start = stop
 
     def _write_block(self, payload: bytes, codec: int) -> tuple[int, int]:
         raw = B.seal(payload, codec)
@@ -112,7 +143,7 @@ class TableBuilder:
         self._flush_block()
         if self.entries == 0:
             raise ValueError("an SSTable needs at least one entry")
-        foff, fsize = self._write_block(bloom.build(self._hashes, self.bits_per_key), F.CODEC_NONE)
+        foff, fsize = self._write_block(bloom.build(self._all_keys, self.bits_per_key), F.CODEC_NONE)
         ioff, isize = self._write_block(B.encode_index(self._index), self.codec)
         meta = F.META.pack(self.entries, self.tombstones, self.min_seq, self.max_seq,
                            len(self.smallest), len(self.largest)) + self.smallest + self.largest
@@ -235,7 +266,7 @@ class TableReader:
             keys = blk.keys
             j = 0 if start is None else bisect_left(keys, start)
             stop = len(keys) if end is None else bisect_left(keys, end)
-            yield from zip(keys[j:stop], blk.seqs[j:stop], blk.values[j:stop], blk.exps[j:stop])
+            yield from zip(keys[j:stop], blk.seqs[j:stop], blk.values(j, stop), blk.exps[j:stop])
             if stop < len(keys):
                 return
             i += 1
