@@ -303,11 +303,21 @@ class Coordinator:
                 groups.setdefault(node, []).append(i)
         fan = _Fanout(lambda: all(t.decision() != "wait" for t in tallies))
 
+        attempts: dict[str, int] = {}
+
+        def ask(node: str, idx: list[int]) -> None:
+            attempts[node] = attempts.get(node, 0) + 1
+            fan.launch(self.transport.call(node, "get_batch", [keys[i] for i in idx], timeout=timeout),
+                       lambda res, exc: on_reply(node, idx, res, exc))
+
         def on_reply(node: str, idx: list[int], res, exc) -> None:
             if exc is not None and not isinstance(exc, RayKVError):
                 raise exc
             if exc is not None:
                 self._failed(node)
+                if attempts[node] < 3 and any(tallies[i].decision() == "wait" for i in idx):
+                    ask(node, idx)            # reads are idempotent: retried on a lost message
+                    return
             for j, i in enumerate(idx):
                 if exc is None:
                     replies[i][node] = res[j]
@@ -316,9 +326,8 @@ class Coordinator:
                     tallies[i].fail(node)
 
         for node, idx in groups.items():
-            fan.launch(self.transport.call(node, "get_batch", [keys[i] for i in idx], timeout=timeout),
-                       lambda res, exc, node=node, idx=idx: on_reply(node, idx, res, exc))
-        await fan.wait(2 * timeout)
+            ask(node, idx)
+        await fan.wait(3 * timeout)
         snapshot = [dict(rep) for rep in replies]
         self._raise_failed(op, tallies)
         self.transport.spawn(self._read_repair(keys, replies, fan, timeout))

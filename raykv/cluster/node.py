@@ -113,11 +113,11 @@ class StorageNode:
             self._due["gossip"] = now + cfg.gossip_interval
             await self.gossip_round()
         status = self.status_name
-        if status == "left":
-            return
-        if now >= self._due["hints"]:
+        if now >= self._due["hints"]:          # a left node still hands over the hints it holds
             self._due["hints"] = now + cfg.hint_replay_interval
             self._background("hints", self.replay_hints)
+        if status == "left":
+            return
         if now >= self._due["ae"]:
             self._due["ae"] = now + cfg.anti_entropy_interval
             if status != "joining":

@@ -67,8 +67,10 @@ class Simulation:
         """Run ``coro`` to completion on the virtual loop; re-raise any bug seen in background tasks."""
         try:
             result = self.loop.run_until_complete(coro)
-        except BaseException:
+        except BaseException as e:
             self.close()
+            if self.net.errors and not isinstance(e, KeyboardInterrupt):
+                raise self.net.errors[0] from e     # a bug in a background task explains the failure
             raise
         self.check_errors()
         return result
