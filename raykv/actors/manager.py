@@ -239,6 +239,8 @@ class StoreManager:
         async def one(node_id, h):
             e = self.rec["nodes"][node_id]
             try:
+                if h is None:
+                    raise NodeUnavailable(f"{node_id} was killed")
                 st = await asyncio.wait_for(h.status.remote(), STATUS_TIMEOUT)
                 st["alive"] = bool(st.get("alive", True))
             except Exception as ex:
@@ -249,7 +251,7 @@ class StoreManager:
             st.setdefault("weight", e["weight"])
             st.setdefault("datacenter", e["datacenter"])
             return st
-        nodes = await asyncio.gather(*(one(n, h) for n, h in self.nodes.items()))
+        nodes = await asyncio.gather(*(one(n, self.nodes.get(n)) for n in self.rec["nodes"]))
         coord = None
         for c in self.coords.values():
             try:
