@@ -596,6 +596,16 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
     blob = cloudpickle.dumps(resolver) if resolver is not None else None
     data_dir = os.path.abspath(data_dir or os.path.join(tempfile.gettempdir(), "raykv", name))
 
+    from raykv.actors.manager import load_record
+    rec = load_record(data_dir)
+    if rec is not None:
+        if rec.get("name") != name:
+            raise InvalidArgument(f"data_dir {data_dir} holds store {rec.get('name')!r}, not {name!r}; "
+                                  f"use name={rec.get('name')!r} or another data_dir")
+        old_n = rec.get("config", {}).get("replicas")
+        if old_n != replicas:
+            raise InvalidArgument(f"data_dir {data_dir} holds store {name!r} with replicas N={old_n}; "
+                                  f"re-open it with replicas={old_n} (changing N in place is not supported)")
     _ensure_ray(address)
     try:
         ray.get_actor(meta_name(name), namespace=NAMESPACE)
