@@ -78,10 +78,11 @@ def apply(model: dict[bytes, bytes], op: list) -> dict[bytes, bytes]:
     return m
 
 
-def run_child(path: str, seed: int, kill_after: float, wait_ready: bool) -> tuple[list[list], list | None, bool]:
+def run_child(path: str, seed: int, kill_after: float, wait_ready: bool,
+              child: str = CHILD) -> tuple[list[list], list | None, bool]:
     """Run the writer, SIGKILL it ``kill_after`` s after it is ready (or after spawn); return (acked ops, op in flight, ready)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, path, str(seed)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", child, path, str(seed)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=ROOT)
     lines: list[str] = []
     ready = threading.Event()
@@ -126,7 +127,7 @@ def read_all(path: str, probe: set[bytes]) -> dict[bytes, bytes]:
     return content
 
 
-def crash_rounds(tmp_path, rounds: int, seed: int) -> dict:
+def crash_rounds(tmp_path, rounds: int, seed: int, child: str = CHILD) -> dict:
     path = str(tmp_path / "db")
     rng = random.Random(seed)
     model: dict[bytes, bytes] = {}
@@ -134,7 +135,7 @@ def crash_rounds(tmp_path, rounds: int, seed: int) -> dict:
     for r in range(rounds):
         early = rng.random() < 0.2                     # kill during open/recovery, before "ready"
         kill_after = rng.uniform(0.0, 0.25) if early else rng.uniform(0.01, 0.6)
-        acked, pending, ready = run_child(path, seed * 1000 + r, kill_after, wait_ready=not early)
+        acked, pending, ready = run_child(path, seed * 1000 + r, kill_after, wait_ready=not early, child=child)
         ready_kills += ready
         for op in acked:
             model = apply(model, op)
@@ -166,14 +167,32 @@ def test_sigkill_keeps_every_acknowledged_write(tmp_path):
     assert time.monotonic() - t0 < 60, f"crash test too slow: {time.monotonic() - t0:.1f}s"
 
 
-def test_model_check_detects_a_lost_write(tmp_path):
-    """Guard for the checker itself: if the store forgot an acked write, crash_rounds would fail."""
-    path = str(tmp_path / "db")
-    with LSMStore(path, fsync="always") as db:
-        db.put(b"a", b"1")
-    model = apply({}, ["put", b"a".hex(), b"1".hex()])
-    model = apply(model, ["put", b"b".hex(), b"2".hex()])       # acked in the model, never written
-    assert read_all(path, set(model)) != model
+# A writer that acknowledges before its writes leave the process (it queues 64 operations, then
+# applies them): the kind of engine bug the crash test exists to catch.
+LYING_CHILD = CHILD.replace('out.write("R\\n")', """
+class Deferred:
+    def __init__(self, db):
+        self.db, self.q = db, []
+    def put(self, k, v):
+        self._queue(lambda: self.db.put(k, v))
+    def delete(self, k):
+        self._queue(lambda: self.db.delete(k))
+    def write_batch(self, ops):
+        self._queue(lambda: self.db.write_batch(ops))
+    def _queue(self, fn):
+        self.q.append(fn)
+        if len(self.q) >= 64:
+            for f in self.q:
+                f()
+            self.q = []
+db = Deferred(db)
+out.write("R\\n")""")
+
+
+def test_crash_check_catches_acks_before_durability(tmp_path):
+    assert "Deferred" in LYING_CHILD
+    with pytest.raises(AssertionError, match="keys lost/wrong"):
+        crash_rounds(tmp_path, rounds=4, seed=3, child=LYING_CHILD)
 
 
 @pytest.mark.slow
