@@ -122,16 +122,22 @@ def run_no_concurrent_write_dropped(seed: int, *, keys: int = 8, skew: float = 0
     rng = random.Random(seed * 7 + 2)
     a, b = sim.coordinator("ca"), sim.coordinator("cb")
     acked: dict[bytes, dict[bytes, tuple]] = {}     # key -> value -> (dot, context)
+    attempted: dict[bytes, dict[bytes, tuple]] = {}
 
     async def writer(coord, tag: bytes, rounds: int):
         for r in range(rounds):
             key = b"k%d" % rng.randrange(keys)
             try:
                 sibs = await coord.get(key, r=1)
-                ctx = merged_context(sibs) if sibs else None
-                val = tag + b"%d" % r
-                clock = await coord.put(key, val, context=ctx, w=1)
-                acked.setdefault(key, {})[val] = ((coord.actor, clock.get(coord.actor)), ctx)
+            except QuorumNotReached:
+                continue
+            ctx = merged_context(sibs) if sibs else None
+            val = tag + b"%d" % r
+            dot = (coord.actor, coord._counter + 1)          # the dot this put will mint
+            attempted.setdefault(key, {})[val] = (dot, ctx)  # an unacknowledged write may still land
+            try:
+                await coord.put(key, val, context=ctx, w=1)
+                acked.setdefault(key, {})[val] = (dot, ctx)
             except QuorumNotReached:
                 pass
             await asyncio.sleep(rng.uniform(0.0, 0.1))
@@ -149,8 +155,9 @@ def run_no_concurrent_write_dropped(seed: int, *, keys: int = 8, skew: float = 0
         for key, writes in sorted(acked.items()):
             sibs = got.get(key, [])
             present = {s.value for s in sibs}
+            # every acknowledged value must survive unless a write (acknowledged or not) read it and replaced it
             must = {v for v, (dot, _) in writes.items()
-                    if not any(c is not None and c.covers(dot) for w, (_, c) in writes.items() if w != v)}
+                    if not any(c is not None and c.covers(dot) for w, (_, c) in attempted[key].items() if w != v)}
             if resolver == "lww":
                 winner = max(sibs, key=lambda s: (s.timestamp, s.dot)).value
                 assert winner in writes, f"seed {seed}: lww picked a value nobody wrote"

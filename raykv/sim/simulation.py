@@ -174,7 +174,7 @@ class Simulation:
     # ------------------------------------------------------------------ whole-cluster helpers
     def members(self) -> list[str]:
         """Node ids that are in the ring (not left), by the nodes' own declared status."""
-        return [nid for nid, node in sorted(self.nodes.items()) if node.status_name not in ("left", "starting")]
+        return [nid for nid, node in sorted(self.nodes.items()) if node.status_name != "left"]
 
     def all_see_all(self) -> bool:
         """Every running node and coordinator sees every running non-left node as up and alive."""

@@ -1,0 +1,213 @@
+"""Coordinator on the simulator: quorums, siblings, contexts, deletes, TTL, sloppy quorum, read repair,
+batching (one call per replica node), scans, datacenter presets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raykv.cluster.vclock import merged_context
+from raykv.errors import InvalidArgument, QuorumNotReached
+from raykv.sim.simulation import SIM_CONFIG, Simulation
+
+NO_AE = SIM_CONFIG.with_(anti_entropy_interval=1e9)
+
+
+def run(sim, fn):
+    async def main():
+        await sim.boot()
+        return await fn()
+    try:
+        return sim.run(main())
+    finally:
+        sim.close()
+
+
+def values(sibs):
+    return sorted(s.value for s in sibs)
+
+
+def test_put_get_context_and_siblings():
+    sim = Simulation(seed=1, config=NO_AE)
+    c, d = sim.coordinator("c0"), sim.coordinator("c1")
+
+    async def body():
+        assert await c.get(b"k") == []
+        ctx = await c.put(b"k", b"v1")
+        assert values(await c.get(b"k")) == [b"v1"]
+        await c.put(b"k", b"v2", context=ctx)                   # read-modify-write supersedes
+        assert values(await d.get(b"k", r=3)) == [b"v2"]
+        await d.put(b"k", b"blind")                              # no context: concurrent, never an overwrite
+        sibs = await c.get(b"k", r=3)
+        assert values(sibs) == [b"blind", b"v2"]
+        await c.put(b"k", b"merged", context=merged_context(sibs))
+        assert values(await d.get(b"k", r=3)) == [b"merged"]
+        assert c.actor != d.actor and c.actor.startswith("c0.")
+    run(sim, body)
+
+
+def test_delete_and_ttl():
+    sim = Simulation(seed=2, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        ctx = await c.put(b"k", b"v")
+        await c.put(b"k", None, context=ctx)                    # delete = tombstone
+        assert await c.get(b"k", r=3) == []
+        raw = await c.get_raw([b"k"], r=3)
+        assert [s.value for s in raw[b"k"]] == [None]           # the tombstone is kept (for anti-entropy)
+        await c.put(b"t", b"short", ttl=2.0)
+        assert values(await c.get(b"t")) == [b"short"]
+        await asyncio.sleep(2.5)
+        assert await c.get(b"t") == []
+    run(sim, body)
+
+
+def test_retried_write_is_idempotent_and_duplicates_are_harmless():
+    from raykv.sim.network import Faults
+    sim = Simulation(seed=3, config=NO_AE, faults=Faults(duplicate=0.5))
+    c = sim.coordinator("c0")
+
+    async def body():
+        ctx = None
+        for i in range(20):
+            ctx = await c.put(b"k", b"%d" % i, context=ctx)
+        await asyncio.sleep(1.0)
+        for node in sim.backends.values():
+            assert len(node.get(b"k")) <= 1
+        assert values(await c.get(b"k", r=3)) == [b"19"]
+    run(sim, body)
+
+
+def test_quorum_validation_and_failure():
+    sim = Simulation(seed=4, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        with pytest.raises(InvalidArgument):
+            await c.put(b"k", b"v", w=4)
+        with pytest.raises(InvalidArgument):
+            await c.get(b"k", r=0)
+        with pytest.raises(InvalidArgument):
+            await c.get(b"k", r=2, consistency="all")
+        with pytest.raises(InvalidArgument):
+            await c.get(b"k", consistency="local_quorum")       # no datacenters configured
+        pref = sim._ring().preference_list(b"k", 3)
+        sim.partition(pref[:2], [n for n in sim.specs if n not in pref[:2]] + ["c0"])
+        await asyncio.sleep(0.1)
+        with pytest.raises(QuorumNotReached) as e:
+            await c.get(b"k", consistency="all")
+        assert e.value.required == 3 and e.value.acked == 1
+        assert c.counters["quorum_failures"] >= 1
+        await c.get(b"k", consistency="one")
+    run(sim, body)
+
+
+def test_sloppy_quorum_writes_through_a_partition():
+    sim = Simulation(seed=5, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        pref = sim._ring().preference_list(b"k", 3)
+        others = [n for n in sorted(sim.specs) if n not in pref]
+        sim.partition(pref[:2], [pref[2]] + others + ["c0"])   # two of three replicas unreachable
+        await c.put(b"k", b"v", w=2)                             # one replica + one fallback holding a hint
+        assert c.counters["sloppy_writes"] >= 1
+        assert sum(b.hint_count() for b in sim.backends.values()) >= 1
+        sim.heal()
+        assert await sim.wait_until(lambda: sim.hints_pending() == 0, 30)
+        assert all(sim.backends[n].get(b"k") for n in pref)
+    run(sim, body)
+
+
+def test_read_repair_fixes_a_stale_replica():
+    sim = Simulation(seed=6, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        await c.put(b"k", b"v", w=3)
+        stale = sim._ring().preference_list(b"k", 3)[1]
+        sim.backends[stale].remove(b"k")
+        assert values(await c.get(b"k", r=3)) == [b"v"]
+        await asyncio.sleep(1.0)
+        assert values(sim.backends[stale].get(b"k")) == [b"v"]
+        assert c.counters["read_repairs"] >= 1
+    run(sim, body)
+
+
+def test_batches_make_one_call_per_replica_node():
+    sim = Simulation(seed=7, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        calls = []
+        real = c.transport.call
+
+        async def spy(node, method, *args, timeout):
+            calls.append((node, method))
+            return await real(node, method, *args, timeout=timeout)
+        c.transport.call = spy
+        keys = [b"key%d" % i for i in range(100)]
+        await c.put_many([(k, b"v" + k) for k in keys])
+        puts = [n for n, m in calls if m == "put_batch"]
+        assert len(puts) == len(set(puts)) <= len(sim.specs)
+        calls.clear()
+        got = await c.get_many(keys + [b"missing"], r=3)
+        gets = [n for n, m in calls if m == "get_batch"]
+        assert len(gets) == len(set(gets)) <= len(sim.specs)
+        assert sorted(got) == sorted(keys) and all(values(v) == [b"v" + k] for k, v in got.items())
+    run(sim, body)
+
+
+def test_scan_pages_return_every_live_key_once():
+    sim = Simulation(seed=8, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        keys = {b"key%d" % i for i in range(70)}
+        await c.put_many([(k, b"v") for k in sorted(keys)])
+        ctx = await c.put(b"gone", b"v")
+        await c.put(b"gone", None, context=ctx)
+        seen, cursor, pages = [], None, 0
+        while True:
+            page, cursor = await c.scan_page(cursor, 9)
+            assert len(page) <= 9 + 3
+            seen += [k for k, _ in page]
+            pages += 1
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(keys) and pages > 5
+    run(sim, body)
+
+
+def test_local_and_each_quorum_with_datacenters():
+    cfg = NO_AE.with_(dc_replicas={"us": 2, "eu": 1}, local_datacenter="us")
+    sim = Simulation(seed=9, nodes=6, config=cfg, datacenters=["us", "eu"])
+    c = sim.coordinator("c0")
+
+    async def body():
+        pref = sim._ring().preference_list(b"k", 3, cfg.dc_replicas)
+        dcs = sorted(sim.specs[n]["datacenter"] for n in pref)
+        assert dcs == ["eu", "us", "us"]
+        eu = [n for n in sim.specs if sim.specs[n]["datacenter"] == "eu"]
+        sim.partition([n for n in sim.specs if n not in eu] + ["c0"], eu)     # the whole eu datacenter is cut off
+        await asyncio.sleep(0.1)
+        await c.put(b"k", b"v", consistency="local_quorum")
+        assert values(await c.get(b"k", consistency="local_quorum")) == [b"v"]
+        with pytest.raises(QuorumNotReached):
+            await c.get(b"k", consistency="each_quorum")
+    run(sim, body)
+
+
+def test_status_reports_members_and_ownership():
+    sim = Simulation(seed=10, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        st = await c.status()
+        assert sorted(st["members"]) == sorted(sim.specs)
+        assert all(m["status"] == "alive" for m in st["members"].values())
+        assert abs(sum(st["ownership"].values()) - 1.0) < 1e-9
+        assert "read_repairs" in c.counters and "sloppy_writes" in c.counters
+    run(sim, body)

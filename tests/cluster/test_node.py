@@ -1,0 +1,198 @@
+"""StorageNode on the simulator: reconciling writes, reads, paging, Merkle anti-entropy, join/leave, restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raykv.cluster.ring import key_token
+from raykv.cluster.vclock import Sibling, VClock
+from raykv.errors import InvalidArgument
+from raykv.sim.simulation import SIM_CONFIG, Simulation
+
+NO_AE = SIM_CONFIG.with_(anti_entropy_interval=1e9)
+
+
+def sib(actor, n, value=b"v", ctx=None):
+    ctx = ctx or {}
+    return Sibling((actor, n), VClock(ctx, {a: 0.0 for a in ctx}), value, 1.0)
+
+
+def run(sim, fn):
+    async def main():
+        await sim.boot()
+        return await fn()
+    try:
+        return sim.run(main())
+    finally:
+        sim.close()
+
+
+def test_put_batch_reconciles_keeps_concurrent_siblings_and_is_idempotent():
+    sim = Simulation(seed=1, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        a, b = sib("x", 1, b"a"), sib("y", 1, b"b")
+        assert await node.rpc_put_batch([(b"k", [a]), (b"k", [b])]) == [True, True]
+        assert {s.value for s in (await node.rpc_get_batch([b"k"]))[0]} == {b"a", b"b"}
+        await node.rpc_put_batch([(b"k", [a])])              # a duplicate delivery changes nothing
+        assert len(node.backend.get(b"k")) == 2
+        c = sib("z", 1, b"c", ctx={"x": 1, "y": 1})          # a write that read both supersedes both
+        await node.rpc_put_batch([(b"k", [c])])
+        assert [s.value for s in node.backend.get(b"k")] == [b"c"]
+        await node.rpc_put_batch([(b"k", [a])])              # an old version arriving late is obsolete
+        assert [s.value for s in node.backend.get(b"k")] == [b"c"]
+        assert await node.rpc_get_batch([b"absent"]) == [[]]
+    run(sim, body)
+
+
+def test_a_hinted_item_is_stored_as_a_hint_not_as_data():
+    sim = Simulation(seed=1, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        assert await node.rpc_put_batch([(b"k", [sib("x", 1)], "n1")]) == [True]
+        assert node.backend.get(b"k") == [] and node.backend.hint_count() == 1
+        await node.rpc_put_batch([(b"k2", [sib("x", 2)], "n0")])   # a hint naming ourselves is plain data
+        assert node.backend.get(b"k2")
+    run(sim, body)
+
+
+def test_fetch_range_pages_by_token():
+    sim = Simulation(seed=1, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        await node.rpc_put_batch([(b"key%d" % i, [sib("x", i + 1)]) for i in range(25)])
+        got, cursor = [], 2**64 - 1          # (MAX, MAX] == whole ring
+        lo, hi = 0, 2**64 - 1
+        while True:
+            items, nxt = await node.rpc_fetch_range(lo, hi, 7)
+            got += [k for k, _ in items]
+            assert len(items) <= 7
+            if nxt is None:
+                break
+            lo = nxt
+        assert sorted(got) == sorted(b"key%d" % i for i in range(25))
+        assert [key_token(k) for k in got] == sorted(key_token(k) for k in got)
+    run(sim, body)
+
+
+def test_anti_entropy_repairs_a_wiped_replica_both_ways():
+    sim = Simulation(seed=2, nodes=4, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        for i in range(40):
+            await c.put(b"k%d" % i, b"v%d" % i, w=3)
+        victim = "n1"
+        held = [k for k, _ in sim.backends[victim].iter_range(0, 0)]
+        assert held
+        for k in held:
+            sim.backends[victim].remove(k)                  # the disk lost its data
+        await sim.nodes["n2"].rpc_put_batch([(b"only-n2", [sib("q", 1)])])   # and n2 has a key nobody else has
+        assert not sim.converged()
+        rounds = await sim.anti_entropy(max_rounds=5)
+        assert rounds is not None and rounds <= 2
+        assert sorted(k for k, _ in sim.backends[victim].iter_range(0, 0)) == sorted(held) or \
+            set(held) <= {k for k, _ in sim.backends[victim].iter_range(0, 0)}
+        assert sum(n.counters["anti_entropy_repairs"] for n in sim.nodes.values()) >= len(held)
+        pref = sim._ring().preference_list(b"only-n2", 3)
+        assert all(sim.backends[n].get(b"only-n2") for n in pref if n != "n2")
+    run(sim, body)
+
+
+def test_join_streams_ranges_before_serving_reads():
+    sim = Simulation(seed=5, nodes=4, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        for i in range(60):
+            await c.put(b"k%d" % i, b"v%d" % i)
+        new = sim.add_node("n9")
+        await asyncio.sleep(0.05)
+        assert new.status_name == "joining"
+        assert "n9" not in new.membership.ring("read").nodes       # no reads before streaming
+        assert await sim.wait_until(lambda: new.status_name == "alive", 30)
+        ring = sim._ring()
+        mine = [b"k%d" % i for i in range(60) if "n9" in ring.preference_list(b"k%d" % i, 3)]
+        assert mine and all(sim.backends["n9"].get(k) for k in mine)
+        assert new.counters["streamed_in"] >= len(mine)
+    run(sim, body)
+
+
+def test_a_crash_mid_join_loses_nothing_and_restreams():
+    sim = Simulation(seed=6, nodes=4, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        for i in range(60):
+            await c.put(b"k%d" % i, b"v%d" % i)
+        new = sim.add_node("n9")
+        await asyncio.sleep(0.3)
+        sim.crash("n9")
+        assert sim.backends["n9"].meta_get("member").startswith(b"joining")
+        await asyncio.sleep(1.0)
+        node = sim.restart("n9")
+        assert await sim.wait_until(lambda: node.status_name == "alive", 30)
+        ring = sim._ring()
+        for i in range(60):
+            k = b"k%d" % i
+            for r in ring.preference_list(k, 3):
+                if r == "n9":
+                    assert sim.backends["n9"].get(k), k
+        assert node.counters["restarts"] == 1
+    run(sim, body)
+
+
+def test_leave_pushes_ranges_then_marks_left():
+    sim = Simulation(seed=7, nodes=5, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        for i in range(60):
+            await c.put(b"k%d" % i, b"v%d" % i, w=3)
+        await sim.leave("n3")
+        assert sim.nodes["n3"].status_name == "left"
+        ring = sim._ring()
+        assert "n3" not in ring.nodes
+        for i in range(60):
+            k = b"k%d" % i
+            assert all(sim.backends[r].get(k) for r in ring.preference_list(k, 3)), k
+        assert sim.nodes["n3"].counters["streamed_out"] > 0
+        for nid in ("n0", "n1", "n2"):
+            await sim.leave(nid)
+        with pytest.raises(InvalidArgument):
+            await sim.nodes["n4"].rpc_leave()             # the last node cannot leave
+    run(sim, body)
+
+
+def test_restart_resumes_status_with_a_higher_incarnation():
+    sim = Simulation(seed=8, nodes=3, config=NO_AE)
+
+    async def body():
+        before = sim.nodes["n1"].membership.me.incarnation
+        sim.crash("n1")
+        node = sim.restart("n1")
+        await asyncio.sleep(0.5)
+        assert node.status_name == "alive"
+        assert node.membership.me.incarnation > before
+        st = await node.rpc_status()
+        assert {"node_id", "alive", "datacenter", "weight", "host", "keys", "disk_bytes",
+                "hints_pending"} <= set(st)
+        assert st["alive"] and st["node_id"] == "n1"
+    run(sim, body)
+
+
+def test_gossip_detects_a_crashed_node():
+    sim = Simulation(seed=9, nodes=4, config=NO_AE)
+
+    async def body():
+        sim.crash("n3")
+        obs = sim.nodes["n0"]
+        assert await sim.wait_until(lambda: obs.membership.status("n3", obs.transport.now()) == "down", 60)
+        sim.restart("n3")
+        assert await sim.wait_until(lambda: obs.membership.status("n3", obs.transport.now()) == "alive", 60)
+    run(sim, body)
