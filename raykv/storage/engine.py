@@ -396,7 +396,8 @@ class LSMStore:
                 number = self._alloc()
             try:
                 meta = self._write_columns(mem.columns(), number)
-                M.fsync_dir(self.path)
+                # no directory fsync here: the manifest save below fsyncs the directory, which makes
+                # the table's rename durable before any file refers to it
                 reader = TableReader(self._file(F.table_name(number)), number, self.cache)
                 with self._manifest_lock:
                     with self._lock:
@@ -512,7 +513,7 @@ class LSMStore:
                 for m in outputs:
                     os.unlink(self._file(F.table_name(m.number)))
                 raise
-            M.fsync_dir(self.path)
+            # the manifest save below fsyncs the directory (covers the outputs' renames)
         new_readers = {m.number: TableReader(self._file(F.table_name(m.number)), m.number, self.cache)
                        for m in outputs}
         with self._manifest_lock:
