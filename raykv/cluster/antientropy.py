@@ -47,8 +47,19 @@ def segment_replicas(ring: Ring, n: int, dc_replicas: dict | None) -> list[tuple
 
 
 def shared_arcs(ring: Ring, a: str, b: str, n: int, dc_replicas: dict | None = None) -> list[tuple[int, int]]:
-    """Segments that both ``a`` and ``b`` replicate."""
-    return [(lo, hi) for lo, hi, reps in segment_replicas(ring, n, dc_replicas) if a in reps and b in reps]
+    """Segments that both ``a`` and ``b`` replicate, adjacent ones merged (fewer range scans)."""
+    out: list[list[int]] = []
+    for lo, hi, reps in segment_replicas(ring, n, dc_replicas):
+        if a in reps and b in reps:
+            if out and out[-1][1] == lo:
+                out[-1][1] = hi
+            else:
+                out.append([lo, hi])
+    if len(out) > 1 and out[-1][1] == out[0][0]:      # the last arc runs into the first across the wrap
+        out[0][0] = out.pop()[0]
+    if len(out) == 1 and out[0][0] == out[0][1]:
+        return [(0, 0)]
+    return [(lo, hi) for lo, hi in out]
 
 
 def items_in(backend, arcs: list[tuple[int, int]]):

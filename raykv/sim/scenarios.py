@@ -160,7 +160,7 @@ def run_no_concurrent_write_dropped(seed: int, *, keys: int = 8, skew: float = 0
                     if not any(c is not None and c.covers(dot) for w, (_, c) in attempted[key].items() if w != v)}
             if resolver == "lww":
                 winner = max(sibs, key=lambda s: (s.timestamp, s.dot)).value
-                assert winner in writes, f"seed {seed}: lww picked a value nobody wrote"
+                assert winner in attempted[key], f"seed {seed}: lww picked a value nobody wrote"
                 lost_total += len(must) - 1
                 continue
             if resolver is not None:
@@ -196,6 +196,7 @@ def run_convergence(seed: int, *, keys: int = 40, skew: float = 0.0) -> dict:
         diverged = not sim.converged()
         k = await sim.settle(max_rounds=10)
         assert k is not None, f"seed {seed}: no convergence within 10 anti-entropy rounds"
+        assert sim.merkle_converged(), f"seed {seed}: replicas agree key by key but Merkle roots differ"
         return k, diverged
 
     k, diverged = sim.run(main())
