@@ -25,7 +25,7 @@ fsync policies map to the peers as: ``never`` -> ``sync=False``;
 ``always`` and ``batch`` -> ``sync=True`` (LevelDB and RocksDB group commit
 concurrent synced writers in their writer queue, which is what raykv's
 ``batch`` does). Peak RSS is measured in a child process
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) that writes, reads and scans
+(``VmHWM`` of ``/proc/self/status``, else ``ru_maxrss``) that writes, reads and scans
 a dataset at least 10x ``memtable_bytes + cache_bytes``.
 
 Cost: each engine runs every workload once per size, so the default run
@@ -233,13 +233,18 @@ class Result:
     workload: str
     engine: str
     ops: int
-    seconds: float
+    seconds: float                     # wall clock
     threads: int = 1
+    cpu: float = 0.0                   # process CPU seconds (all threads, background compaction included)
     extra: dict = field(default_factory=dict)
 
     @property
     def ops_per_sec(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def ops_per_cpu_sec(self) -> float:
+        return self.ops / self.cpu if self.cpu > 0 else float("inf")
 
 
 CHUNK = 2048
@@ -251,8 +256,21 @@ def _bar(total: int, desc: str, quiet: bool):
                 file=sys.stderr, mininterval=0.5)
 
 
-def timed_puts(put: Callable, keys: list[bytes], values: list[bytes], threads: int, desc: str, quiet: bool) -> float:
-    """Put every key (value chosen by index), split over ``threads`` threads; returns wall seconds."""
+class Timer:
+    """Wall and process-CPU seconds of a ``with`` block (CPU time is steadier than wall time on a shared machine)."""
+
+    def __enter__(self) -> "Timer":
+        gc.collect()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0
+
+
+def timed_puts(put: Callable, keys: list[bytes], values: list[bytes], threads: int, desc: str, quiet: bool) -> Timer:
+    """Put every key (value chosen by index), split over ``threads`` threads."""
     nv = len(values)
     bar = _bar(len(keys), desc, quiet)
     lock = threading.Lock()
@@ -265,36 +283,33 @@ def timed_puts(put: Callable, keys: list[bytes], values: list[bytes], threads: i
             with lock:
                 bar.update(end - start)
 
-    gc.collect()
-    t0 = time.perf_counter()
-    if threads <= 1:
-        work(0, len(keys))
-    else:
-        step = (len(keys) + threads - 1) // threads
-        ts = [threading.Thread(target=work, args=(i * step, min(len(keys), (i + 1) * step))) for i in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    dt = time.perf_counter() - t0
+    with Timer() as t:
+        if threads <= 1:
+            work(0, len(keys))
+        else:
+            step = (len(keys) + threads - 1) // threads
+            ts = [threading.Thread(target=work, args=(i * step, min(len(keys), (i + 1) * step)))
+                  for i in range(threads)]
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join()
     bar.close()
-    return dt
+    return t
 
 
-def timed_gets(get: Callable, keys: list[bytes], desc: str, quiet: bool) -> tuple[float, int]:
-    """Get every key; returns (wall seconds, number found)."""
+def timed_gets(get: Callable, keys: list[bytes], desc: str, quiet: bool) -> tuple[Timer, int]:
+    """Get every key; returns (timer, number found)."""
     bar = _bar(len(keys), desc, quiet)
     found = 0
-    gc.collect()
-    t0 = time.perf_counter()
-    for start in range(0, len(keys), CHUNK):
-        for k in keys[start:start + CHUNK]:
-            if get(k) is not None:
-                found += 1
-        bar.update(min(CHUNK, len(keys) - start))
-    dt = time.perf_counter() - t0
+    with Timer() as t:
+        for start in range(0, len(keys), CHUNK):
+            for k in keys[start:start + CHUNK]:
+                if get(k) is not None:
+                    found += 1
+            bar.update(min(CHUNK, len(keys) - start))
     bar.close()
-    return dt, found
+    return t, found
 
 
 # ---------------------------------------------------------------- the run
@@ -328,9 +343,16 @@ def _log(cfg: Config, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_never(cfg: Config, engine: str, num: int, values: list[bytes]) -> list[Result]:
-    """The full db_bench sequence with fsync ``never``."""
-    cls, opts, q = ADAPTERS[engine], cfg.opts, cfg.quiet
+def _record(cfg: Config, res: list[Result], r: Result) -> None:
+    res.append(r)
+    _log(cfg, f"  {r.engine:8s} {r.num:>8d} {r.policy:6s} {r.workload:18s} x{r.threads:<2d} "
+              f"{r.ops_per_sec:>12,.0f} ops/s  {r.ops_per_cpu_sec:>12,.0f} ops/cpu-s")
+
+
+def run_never(cfg: Config, num: int, values: list[bytes]) -> list[Result]:
+    """The db_bench sequence with fsync ``never``; each phase runs on every engine back to back,
+    so load drift on a shared machine hits all engines alike."""
+    opts, q, engines = cfg.opts, cfg.quiet, cfg.engines
     rng = random.Random(cfg.seed)
     seq = [make_key(i) for i in range(num)]
     order = seq[:]
@@ -340,60 +362,93 @@ def run_never(cfg: Config, engine: str, num: int, values: list[bytes]) -> list[R
     missing = [make_key(num + rng.randrange(num * 10)) for _ in range(num)]
     res: list[Result] = []
 
-    def add(workload: str, ops: int, dt: float, **extra) -> None:
-        r = Result(num, "never", workload, engine, ops, dt, 1, extra)
-        res.append(r)
-        _log(cfg, f"  {engine:8s} {num:>8d} never  {workload:18s} {r.ops_per_sec:>12,.0f} ops/s")
+    def add(engine: str, workload: str, ops: int, t: Timer, **extra) -> None:
+        _record(cfg, res, Result(num, "never", workload, engine, ops, t.wall, 1, t.cpu, extra))
 
-    path = _fresh(cfg.root, f"{engine}-seq")
-    db = cls(path, "never", opts)
-    add("fillseq", num, timed_puts(db.put, seq, values, 1, f"{engine} fillseq", q))
-    db.close()
-    shutil.rmtree(path, ignore_errors=True)
-
-    path = _fresh(cfg.root, f"{engine}-rand")
-    db = cls(path, "never", opts)
-    add("fillrandom", num, timed_puts(db.put, order, values, 1, f"{engine} fillrandom", q))
-    add("overwrite", num, timed_puts(db.put, over, values, 1, f"{engine} overwrite", q))
-    dt, found = timed_gets(db.get, reads, f"{engine} readrandom", q)
-    add("readrandom", num, dt, found=found)
-    dt, found_missing = timed_gets(db.get, missing, f"{engine} readmissing", q)
-    add("readmissing", num, dt, found=found_missing)
-    t0 = time.perf_counter()
-    n = db.scan()
-    add("scan", n, time.perf_counter() - t0)
-    db.close()
-    if found != num or found_missing != 0 or n != num:
-        print(f"WARNING: {engine} returned wrong results: found {found}/{num} existing, "
-              f"{found_missing} missing keys, scan saw {n}/{num}", file=sys.stderr)
-    drop_page_cache(path)
-    t0 = time.perf_counter()
-    db = cls(path, "never", opts)
-    open_s = time.perf_counter() - t0
-    dt, found = timed_gets(db.get, reads, f"{engine} readrandom-reopen", q)
-    add("readrandom-reopen", num, dt, found=found, open_seconds=round(open_s, 3),
-        disk_mib=round(dir_bytes(path) / MiB, 1))
-    db.close()
-    shutil.rmtree(path, ignore_errors=True)
+    for e in engines:
+        path = _fresh(cfg.root, f"{e}-seq")
+        db = ADAPTERS[e](path, "never", opts)
+        add(e, "fillseq", num, timed_puts(db.put, seq, values, 1, f"{e} fillseq", q))
+        db.close()
+        shutil.rmtree(path, ignore_errors=True)
+    dbs, paths = {}, {}
+    for e in engines:
+        paths[e] = _fresh(cfg.root, f"{e}-rand")
+        dbs[e] = ADAPTERS[e](paths[e], "never", opts)
+        add(e, "fillrandom", num, timed_puts(dbs[e].put, order, values, 1, f"{e} fillrandom", q))
+    for e in engines:
+        add(e, "overwrite", num, timed_puts(dbs[e].put, over, values, 1, f"{e} overwrite", q))
+    for e in engines:
+        t, found = timed_gets(dbs[e].get, reads, f"{e} readrandom", q)
+        add(e, "readrandom", num, t, found=found)
+        if found != num:
+            print(f"WARNING: {e} found {found}/{num} existing keys", file=sys.stderr)
+    for e in engines:
+        t, found = timed_gets(dbs[e].get, missing, f"{e} readmissing", q)
+        add(e, "readmissing", num, t, found=found)
+        if found:
+            print(f"WARNING: {e} found {found} never-written keys", file=sys.stderr)
+    for e in engines:
+        with Timer() as t:
+            n = dbs[e].scan()
+        add(e, "scan", n, t)
+        if n != num:
+            print(f"WARNING: {e} scan saw {n}/{num} keys", file=sys.stderr)
+    for e in engines:
+        dbs[e].close()
+        drop_page_cache(paths[e])
+    for e in engines:
+        with Timer() as t_open:
+            db = ADAPTERS[e](paths[e], "never", opts)
+        t, found = timed_gets(db.get, reads, f"{e} readrandom-reopen", q)
+        add(e, "readrandom-reopen", num, t, found=found, open_seconds=round(t_open.wall, 3),
+            disk_mib=round(dir_bytes(paths[e]) / MiB, 1))
+        db.close()
+        shutil.rmtree(paths[e], ignore_errors=True)
     return res
 
 
-def run_sync(cfg: Config, engine: str, policy: str, threads: int, values: list[bytes]) -> Result:
-    """``sync_num`` random puts from ``threads`` threads under an fsync policy, on a fresh store."""
-    rng = random.Random(cfg.seed + threads)
+def run_sync(cfg: Config, values: list[bytes], rounds: int = 3) -> list[Result]:
+    """``sync_num`` random puts from 1 or ``threads`` threads under fsync ``batch`` / ``always``, fresh stores;
+    ``rounds`` interleaved rounds, the median kept (fsync latency on a shared disk swings a lot)."""
+    res: list[Result] = []
+    plan = [("batch", cfg.threads)] if "batch" in cfg.policies else []
+    if "always" in cfg.policies:
+        plan += [("always", t) for t in sorted({1, cfg.threads})]
     keys = [make_key(i) for i in range(cfg.sync_num)]
-    rng.shuffle(keys)
-    path = _fresh(cfg.root, f"{engine}-{policy}-{threads}")
-    db = ADAPTERS[engine](path, policy, cfg.opts)
-    dt = timed_puts(db.put, keys, values, threads, f"{engine} {policy} x{threads}", cfg.quiet)
-    db.close()
-    shutil.rmtree(path, ignore_errors=True)
-    r = Result(cfg.sync_num, policy, "fillrandom-sync", engine, cfg.sync_num, dt, threads)
-    _log(cfg, f"  {engine:8s} {cfg.sync_num:>8d} {policy:6s} fillrandom x{threads:<2d}      {r.ops_per_sec:>12,.0f} ops/s")
-    return r
+    random.Random(cfg.seed).shuffle(keys)
+    samples: dict[tuple[str, int, str], list[Timer]] = {}
+    for rnd in range(rounds):
+        for policy, threads in plan:
+            for e in cfg.engines:
+                path = _fresh(cfg.root, f"{e}-{policy}-{threads}")
+                db = ADAPTERS[e](path, policy, cfg.opts)
+                t = timed_puts(db.put, keys, values, threads, f"{e} {policy} x{threads} #{rnd + 1}", cfg.quiet)
+                db.close()
+                shutil.rmtree(path, ignore_errors=True)
+                samples.setdefault((policy, threads, e), []).append(t)
+    for (policy, threads, e), ts in samples.items():
+        ts.sort(key=lambda t: t.wall)
+        t = ts[len(ts) // 2]
+        _record(cfg, res, Result(cfg.sync_num, policy, "fillrandom-sync", e, cfg.sync_num, t.wall, threads, t.cpu,
+                                 {"rounds": [round(cfg.sync_num / x.wall) for x in ts]}))
+    return res
 
 
 # ---------------------------------------------------------------- peak RSS (child process)
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS in KiB: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``, which a child
+    inherits from the parent it forked from), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def rss_child(engine: str, path: str, entries: int, memtable: int, cache: int) -> dict:
@@ -403,7 +458,7 @@ def rss_child(engine: str, path: str, entries: int, memtable: int, cache: int) -
     cls = ADAPTERS[engine]
     values = make_values()
     gc.collect()
-    base = proc.memory_info().rss // 1024
+    base = max(proc.memory_info().rss // 1024, peak_rss_kib())
     db = cls(path, "never", Options(memtable_bytes=memtable, cache_bytes=cache))
     rng = random.Random(7)
     for i in range(entries):
@@ -413,7 +468,7 @@ def rss_child(engine: str, path: str, entries: int, memtable: int, cache: int) -
     db.scan()
     end = proc.memory_info().rss // 1024
     db.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux
+    peak = peak_rss_kib()
     return {"engine": engine, "entries": entries, "baseline_kib": base, "end_kib": end, "peak_kib": peak,
             "disk_bytes": dir_bytes(path)}
 
@@ -453,18 +508,32 @@ def render(cfg: Config, results: list[Result], rss: list[dict], command: str) ->
         cells += [_fmt(vals[e].ops_per_sec) if vals[e] else "-" for e in engines]
         rk = vals.get("raykv")
         for p in peers:
-            cells.append(f"{rk.ops_per_sec / vals[p].ops_per_sec:.2f}x" if rk and vals[p] else "-")
+            if rk and vals[p]:
+                c = f"{rk.ops_per_sec / vals[p].ops_per_sec:.2f}x"
+                if key[1] == "never" and rk.cpu > 0 and vals[p].cpu > 0:
+                    c += f" (cpu {rk.ops_per_cpu_sec / vals[p].ops_per_cpu_sec:.2f}x)"
+                cells.append(c)
+            else:
+                cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
     out = [f"Command: `{command}`", "",
-           f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+           f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+           f"load average at the end {os.getloadavg()[0]:.1f} (other work shares this machine). "
            f"Options for every engine: memtable/write buffer {cfg.opts.memtable_bytes // MiB} MiB, "
            f"block cache {cfg.opts.cache_bytes // MiB} MiB, bloom {cfg.opts.bloom_bits} bits/key; "
-           f"16-byte keys, 100-byte values (compressible 2x).", "", *lines, ""]
+           f"16-byte keys, 100-byte values (compressible 2x). Ratios are wall-clock ops/s; "
+           f"for fsync `never`, (cpu ...) is the same ratio in ops per process-CPU second, steadier on a shared machine.",
+           "", *lines, ""]
     reopen = [r for r in results if r.workload == "readrandom-reopen"]
     if reopen:
         out.append("Reopen (cold OS cache): " + "; ".join(
             f"{r.engine} @ {r.num:,}: open {r.extra.get('open_seconds')} s, {r.extra.get('disk_mib')} MiB on disk"
             for r in reopen) + ".")
+        out.append("")
+    sync_rows = [r for r in results if r.policy != "never"]
+    if sync_rows:
+        out.append("fsync runs are the median of 3 interleaved rounds (ops/s of each round): " + "; ".join(
+            f"{r.engine} {r.policy} x{r.threads}: {r.extra.get('rounds')}" for r in sync_rows) + ".")
         out.append("")
     out += _targets(results)
     if rss:
@@ -560,14 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for num in nums:
             if "never" in cfg.policies:
-                for engine in cfg.engines:
-                    results += run_never(cfg, engine, num, values)
-        for engine in cfg.engines:
-            for policy in ("batch", "always"):
-                if policy not in cfg.policies:
-                    continue
-                for threads in sorted({1, cfg.threads}) if policy == "always" else [cfg.threads]:
-                    results.append(run_sync(cfg, engine, policy, threads, values))
+                results += run_never(cfg, num, values)
+        results += run_sync(cfg, values)
         if cfg.rss:
             entries = a.rss_entries or (12 * (cfg.rss_memtable + cfg.rss_cache)) // (KEY_SIZE + VALUE_SIZE)
             for engine in cfg.engines:
