@@ -23,7 +23,7 @@ import zlib
 from bisect import bisect_left
 from typing import Callable, Iterable, Iterator
 
-from raykv.errors import InvalidArgument, InvalidKey, RayKVError
+from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, RayKVError
 from raykv.storage import compaction as C
 from raykv.storage import format as F
 from raykv.storage import manifest as M
@@ -173,7 +173,10 @@ class LSMStore:
         try:
             for lv in state.levels:
                 for m in lv:
-                    self._readers[m.number] = TableReader(self._file(F.table_name(m.number)), m.number, self.cache)
+                    tpath = self._file(F.table_name(m.number))
+                    if not os.path.exists(tpath):
+                        raise CorruptionError(tpath, 0, "table named by the manifest is missing")
+                    self._readers[m.number] = TableReader(tpath, m.number, self.cache)
         except BaseException:
             for r in self._readers.values():
                 r.close()
@@ -341,6 +344,8 @@ class LSMStore:
         """The live value of ``key`` or None (absent, deleted or expired). Lock-free."""
         if type(key) is not bytes or not key:
             raise _bad_key(key)
+        if self._closed:
+            raise InvalidArgument(f"LSMStore at {self.path} is closed")
         e = self._mem.get(key)
         if e is None:
             for m in reversed(self._imm):
