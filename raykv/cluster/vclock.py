@@ -24,12 +24,16 @@ sibling is only ever removed by a context that covers its dot, and pruning
 only makes contexts cover less; a sibling's own dot is stored apart from its
 (prunable) context.
 
-Dot minting caveat (for callers): ``covers`` is a version vector test, so a
-context holding ``X: 8`` covers ``(X, 7)``. That is exact when the actor that
-minted ``(X, 8)`` held every earlier X-dot of the key (replica-side minting,
-``next_dot`` below, riak_kv "vnode vclocks"). An actor minting from a global
-counter without the key's state (a stateless coordinator) is exact only when
-reads see every acknowledged concurrent X-write, e.g. strict R + W > N.
+Dot minting (for callers): ``covers`` is a version vector test, so a context
+holding ``X: 8`` covers ``(X, 7)``. That is exact only if every earlier X-dot
+*of the same key* is in the causal past of ``(X, 8)``. A stateless coordinator
+minting ``(X, counter)`` from one global counter breaks this when two writes
+to one key pass through it concurrently: a reader that saw only the later one
+would silently obsolete the earlier one. ``DotMinter`` keeps that invariant
+for a coordinator (it switches to a fresh actor when a write's context does
+not cover the coordinator's previous dot for the key); ``next_dot`` is the
+replica-side alternative (DVV ``update``, riak_kv "vnode vclocks"), exact when
+the minting replica ships its whole sibling set.
 
 Cost: every operation is O(entries) dict work; ``sync`` is O(k^2) in the
 number of siblings k (small in practice); encode/decode are one pass with
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
@@ -316,6 +321,52 @@ def next_dot(actor: str, siblings: Iterable[Sibling], context: VClock | None = N
         if c > n:
             n = c
     return (actor, n + 1)
+
+
+class DotMinter:
+    """Mints write dots for a coordinator so that a version-vector context never over-claims.
+
+    Invariant kept: for every actor A and key k, the A-dots of k form a causal chain (each new one's context
+    covers the previous), so ``context[A] >= n`` really means "saw every A-write of k up to n". How: an LRU
+    remembers the last dot minted per key; if a write's context does not cover it (two writes of one key in
+    flight through this coordinator, or a blind write), the write gets a fresh actor ``f"{base}~{g}"``. Keys
+    not in the LRU were never written by the current generation's actor, because evicting a key of the
+    current generation starts a new one. Hot keys keep one actor; contexts grow by one entry per
+    generation that wrote a key (bounded by ``prune``). O(1) per dot; memory O(capacity).
+    """
+
+    def __init__(self, base_actor: str, capacity: int = 65536, start: int = 0) -> None:
+        self.base = base_actor
+        self.capacity = max(1, capacity)
+        self.counter = start
+        self.generation = 0
+        self._lru: OrderedDict[bytes, Dot] = OrderedDict()
+
+    @property
+    def actor(self) -> str:
+        """The current generation's actor id (the base id in generation 0)."""
+        return self.base if self.generation == 0 else f"{self.base}~{self.generation}"
+
+    def mint(self, key: bytes, context: VClock | None) -> Dot:
+        """A fresh dot for a write of ``key`` made with ``context`` (None = blind write)."""
+        self.counter += 1
+        prev = self._lru.get(key)
+        if prev is None:
+            actor = self.actor
+        elif context is not None and context.covers(prev):
+            actor = prev[0]
+            self._lru.move_to_end(key)
+        else:
+            self.generation += 1
+            actor = self.actor
+            self._lru.move_to_end(key)
+        dot = (actor, self.counter)
+        self._lru[key] = dot
+        if len(self._lru) > self.capacity:
+            _, (old_actor, _) = self._lru.popitem(last=False)
+            if old_actor == self.actor:
+                self.generation += 1
+        return dot
 
 
 def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
