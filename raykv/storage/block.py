@@ -101,7 +101,7 @@ class DataBlock:
     bisects with O(log n) key slices. ``charge`` = bytes held in memory (for the cache).
     """
 
-    __slots__ = ("n", "seqs", "exps", "kinds", "koffs", "voffs", "kbase", "vbase", "payload", "charge", "_keys")
+    __slots__ = ("n", "seqs", "exps", "kinds", "koffs", "voffs", "kbase", "vbase", "payload", "charge")
 
     def __init__(self, payload: bytes, path: str = "?", offset: int = 0) -> None:
         try:
@@ -123,18 +123,13 @@ class DataBlock:
         if self.vbase + self.voffs[n] != len(payload):
             raise CorruptionError(path, offset, "data block lengths do not add up")
         self.payload = payload
-        self._keys = None
         self.charge = len(payload) + 400
 
-    @property
     def keys(self) -> list[bytes]:
-        """Every key of the block (materialized on first use, e.g. by a scan)."""
-        keys = self._keys
-        if keys is None:
-            b = self.kbase
-            ko = [b + o for o in self.koffs]
-            keys = self._keys = list(map(self.payload.__getitem__, map(slice, ko, ko[1:])))
-        return keys
+        """Every key of the block, as a new list (not kept: the cache charge stays exact)."""
+        b = self.kbase
+        ko = [b + o for o in self.koffs]
+        return list(map(self.payload.__getitem__, map(slice, ko, ko[1:])))
 
     def find(self, key: bytes):
         """(seq, value|None, expire_at) of ``key`` in this block, or None. Cost O(log n)."""

@@ -23,7 +23,7 @@ import zlib
 from bisect import bisect_left
 from typing import Callable, Iterable, Iterator
 
-from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, RayKVError
+from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, Overloaded, RayKVError
 from raykv.storage import compaction as C
 from raykv.storage import format as F
 from raykv.storage import manifest as M
@@ -113,7 +113,7 @@ class LSMStore:
                  clock: Callable[[], float] = time.time, max_immutable: int = 2,
                  l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
                  level_base_bytes: int | None = None, level_multiplier: int = 10, max_levels: int = 7,
-                 auto_compact: bool = True) -> None:
+                 auto_compact: bool = True, stall_timeout: float | None = None) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         if compression not in F.CODECS:
@@ -142,6 +142,7 @@ class LSMStore:
         self._policy = C.Policy(l0_trigger, level_base_bytes or 5 * self._table_bytes,
                                 level_multiplier, max_levels)
         self._auto_compact = auto_compact
+        self._stall_timeout = stall_timeout     # None: a stalled write blocks until there is room
         self.cache = BlockCache(cache_bytes)
 
         self._lock = threading.Lock()
@@ -315,15 +316,21 @@ class LSMStore:
     def _make_room(self) -> None:
         """Called with the writer lock held when the memtable is full (or the store unusable):
         freeze it and start a new one, stalling while flushes or level 0 are too far behind."""
+        started = None
         while True:
             self._check_open()
             if self._mem.bytes < self._memtable_bytes:
                 return
             if len(self._imm) >= self._max_imm or (self._auto_compact and len(self._state.levels[0]) >= self._l0_stop):
-                self.counters["stalls"] += 1
                 t0 = time.monotonic()
+                if started is None:
+                    started = t0
+                    self.counters["stalls"] += 1
+                elif self._stall_timeout is not None and t0 - started >= self._stall_timeout:
+                    raise Overloaded(f"LSMStore at {self.path}: writes stalled {t0 - started:.1f}s behind "
+                                     f"flushes/compactions (disk too slow for the write rate); retry with backoff")
                 self._compact_cv.notify()
-                self._room_cv.wait(0.5)
+                self._room_cv.wait(0.5 if self._stall_timeout is None else min(0.5, self._stall_timeout))
                 self.counters["stall_seconds"] += time.monotonic() - t0
                 continue
             self._rotate()

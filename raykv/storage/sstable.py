@@ -263,7 +263,7 @@ class TableReader:
         n = len(self.index_keys)
         while i < n:
             blk = self._block(i, fill_cache)
-            keys = blk.keys
+            keys = blk.keys()
             j = 0 if start is None else bisect_left(keys, start)
             stop = len(keys) if end is None else bisect_left(keys, end)
             yield from zip(keys[j:stop], blk.seqs[j:stop], blk.values(j, stop), blk.exps[j:stop])

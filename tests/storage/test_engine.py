@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from raykv.errors import CorruptionError, InvalidArgument, InvalidKey
+from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, Overloaded
 from raykv.storage import LSMStore
 from raykv.storage import compaction as C
 from raykv.storage import format as F
@@ -210,6 +210,25 @@ def test_writes_stall_but_never_fail_when_flushes_fall_behind(tmp_path, monkeypa
         assert st["stalls"] > 0 and st["stall_seconds"] > 0
         assert st["immutable_memtables"] <= 1
         assert all(db.get(b"k%05d" % i) == b"v" * 30 for i in range(1200))
+
+
+def test_stall_timeout_turns_a_long_stall_into_overloaded(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real_finish = sstable.TableBuilder.finish
+
+    def blocked_finish(self):
+        gate.wait(10)
+        return real_finish(self)
+
+    monkeypatch.setattr(sstable.TableBuilder, "finish", blocked_finish)
+    db = LSMStore(tmp_path, fsync="never", memtable_bytes=1 << 10, max_immutable=1, stall_timeout=0.2)
+    with pytest.raises(Overloaded, match="stalled"):
+        for i in range(1000):
+            db.put(b"k%05d" % i, b"v" * 30)
+    gate.set()
+    db.put(b"after", b"ok")          # once the flush catches up, writes go through again
+    assert db.get(b"after") == b"ok"
+    db.close()
 
 
 def test_concurrent_writers_and_readers(tmp_path):
