@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from raykv.cluster.merkle import MerkleTree, sibling_digest
 from raykv.cluster.ring import TOKEN_SPACE, Ring, key_token
 from raykv.cluster.vclock import sync
-from raykv.errors import NodeUnavailable
+from raykv.errors import NodeUnavailable, RayKVError
 
 if TYPE_CHECKING:
     from raykv.cluster.node import StorageNode
@@ -143,7 +143,7 @@ async def anti_entropy_round(node: "StorageNode") -> int:
             continue
         try:
             repaired += await exchange(node, peer, arcs, depth)
-        except NodeUnavailable:
+        except RayKVError:
             continue
     node.counters["anti_entropy_rounds"] += 1
     node.counters["anti_entropy_repairs"] += repaired

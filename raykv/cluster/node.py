@@ -37,11 +37,10 @@ from raykv.cluster.backend import VersionedBackend
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.hints import hint_batch, pending_targets, retire_delivered, store_hint
 from raykv.cluster.membership import Membership
-from raykv.cluster.merkle import MerkleTree  # noqa: F401  (re-exported for shells that inspect trees)
 from raykv.cluster.ring import NodeInfo, key_token
 from raykv.cluster.transport import Transport
 from raykv.cluster.vclock import sync
-from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded
+from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
 COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
             "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
@@ -136,7 +135,7 @@ class StorageNode:
         async def run():
             try:
                 await fn()
-            except NodeUnavailable:
+            except RayKVError:
                 pass
             finally:
                 self._busy.discard(name)
@@ -153,7 +152,7 @@ class StorageNode:
         try:
             reply = await self.transport.call(peer, "gossip", self.membership.view(),
                                               timeout=self.config.request_timeout)
-        except NodeUnavailable:
+        except RayKVError:
             return False
         self.membership.merge(reply, self.transport.now())
         return True
@@ -285,7 +284,7 @@ class StorageNode:
             try:
                 acks = await self.transport.call(target, "put_batch", [(h.key, list(h.siblings)) for h in batch],
                                                  timeout=self.config.request_timeout)
-            except NodeUnavailable:
+            except RayKVError:
                 m.suspect(target, self.transport.now())
                 continue
             if all(acks):
@@ -308,7 +307,7 @@ class StorageNode:
                         acks = await self.transport.call(t, "put_batch", [(h.key, list(h.siblings))],
                                                          timeout=self.config.request_timeout)
                         ok = ok and all(acks)
-                except NodeUnavailable:
+                except RayKVError:
                     ok = False
             if ok:
                 done.append(h)

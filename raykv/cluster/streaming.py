@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from raykv.cluster.membership import cached_ring
 from raykv.cluster.ring import movement_plan
-from raykv.errors import NodeUnavailable
+from raykv.errors import NodeUnavailable, RayKVError
 
 if TYPE_CHECKING:
     from raykv.cluster.node import StorageNode
@@ -90,7 +90,7 @@ async def join(node: "StorageNode") -> bool:
             try:
                 node.counters["streamed_in"] += await pull_arc(node, src, t.lo, t.hi)
                 ok = True
-            except NodeUnavailable:
+            except RayKVError:
                 continue
         if not ok:
             return False
@@ -110,7 +110,7 @@ async def leave(node: "StorageNode") -> bool:
     for t in movement_plan(old, new, n, dcr):
         try:
             node.counters["streamed_out"] += await push_arc(node, t.target, t.lo, t.hi)
-        except NodeUnavailable:
+        except RayKVError:
             return False
     node.declare("left")
     return True
