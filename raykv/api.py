@@ -559,13 +559,17 @@ def _ensure_ray(address: str | None) -> None:
 def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum: int = 2, write_quorum: int = 2,
           data_dir: str | None = None, resolver=None, *, address: str | None = None,
           weights: list[float] | None = None, datacenters: list[str | None] | None = None,
-          auto_join: bool = True, ready_timeout: float = 120.0, **options) -> KV:
+          auto_join: bool = True, autoscale: bool | dict = False, ready_timeout: float = 120.0,
+          **options) -> KV:
     """Create (or re-open, when ``data_dir`` already holds it) the store ``name`` and return a ``KV``.
 
     Starts an embedded Ray when none is running (``address`` connects to a
     cluster instead). ``options`` are further ``StoreConfig`` fields
     (``max_key_bytes``, ``max_value_bytes``, ``dc_replicas``, ``fsync``, ...).
     If the store's actors are already running, returns a handle on them.
+    ``auto_join``: a Ray machine carrying ``raykv_storage`` gets a storage node by
+    itself. ``autoscale``: True or a dict of ``raykv.actors.scaler.ScalePolicy``
+    fields: traffic-based scaling of storage machines through Ray's autoscaler.
     """
     import cloudpickle
     import ray
@@ -594,6 +598,14 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
     if resolver is not None and resolver != "lww" and not callable(resolver):
         raise InvalidArgument(f"resolver must be None, 'lww' or a callable(list_of_values) -> value, got {resolver!r}")
     blob = cloudpickle.dumps(resolver) if resolver is not None else None
+    scale = None
+    if autoscale:
+        from raykv.actors.scaler import ScalePolicy
+        scale = dict(autoscale) if isinstance(autoscale, dict) else {"min_machines": replicas}
+        try:
+            ScalePolicy(**scale)
+        except TypeError as e:
+            raise InvalidArgument(f"autoscale: {e}") from None
     data_dir = os.path.abspath(data_dir or os.path.join(tempfile.gettempdir(), "raykv", name))
 
     from raykv.actors.manager import load_record
@@ -615,7 +627,7 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
     if not running:
         mgr = StoreManager.options(name=meta_name(name), namespace=NAMESPACE, lifetime="detached",
                                    get_if_exists=True).remote(
-            name, data_dir, config, blob, nodes, weights, datacenters, auto_join)
+            name, data_dir, config, blob, nodes, weights, datacenters, auto_join, scale)
         rget(mgr.wait_ready.remote(ready_timeout))
     return KV(StoreClient(name))
 

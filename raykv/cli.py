@@ -150,7 +150,8 @@ def up(args) -> int:
     if args.max_value_bytes:
         opts["max_value_bytes"] = args.max_value_bytes
     kv = raykv.start(name=args.name, nodes=args.nodes, replicas=args.replicas, read_quorum=args.r,
-                     write_quorum=args.w, data_dir=args.data_dir, address=args.address, **opts)
+                     write_quorum=args.w, data_dir=args.data_dir, address=args.address,
+                     autoscale=args.autoscale, **opts)
     print_status(kv.status())
     return 0
 
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("-w", type=int, default=2, help="default write quorum W")
     u.add_argument("--data-dir", default=None)
     u.add_argument("--max-value-bytes", type=int, default=None)
+    u.add_argument("--autoscale", action="store_true",
+                   help="scale storage machines with traffic through Ray's autoscaler")
     u.set_defaults(fn=up)
     for name, fn, text in (("status", status, "nodes, liveness, ownership, hints pending, disk"),
                            ("down", down, "stop a store's actors (data stays on disk)")):

@@ -72,7 +72,7 @@ class StoreManager:
 
     def __init__(self, store: str, data_dir: str, config: StoreConfig | None = None,
                  resolver_blob: bytes | None = None, nodes: int = 0, weights: list | None = None,
-                 datacenters: list | None = None, auto_join: bool = True) -> None:
+                 datacenters: list | None = None, auto_join: bool = True, autoscale: dict | None = None) -> None:
         self.store, self.data_dir = store, os.path.abspath(data_dir)
         os.makedirs(self.data_dir, exist_ok=True)
         rec = load_record(self.data_dir)
@@ -80,7 +80,7 @@ class StoreManager:
             if config is None:
                 raise InvalidArgument(f"data_dir {self.data_dir} holds no store and no config was given")
             rec = {"name": store, "config": dataclasses.asdict(config), "nodes": {}, "next_id": 1,
-                   "auto_join": auto_join, "created": time.time()}
+                   "auto_join": auto_join, "autoscale": autoscale, "draining": [], "created": time.time()}
             self.rec = rec
             for i in range(nodes):
                 self._new_node_entry((weights or [1.0] * nodes)[i], (datacenters or [None] * nodes)[i])
@@ -99,7 +99,14 @@ class StoreManager:
         if self.resolver_blob is None and os.path.exists(rp):
             with open(rp, "rb") as f:
                 self.resolver_blob = f.read()
+        if autoscale is not None:
+            rec["autoscale"] = autoscale
+        rec.setdefault("draining", [])
         self.config = StoreConfig(**rec["config"])
+        self.scaler = None
+        if rec.get("autoscale") is not None:
+            from raykv.actors.scaler import ScalePolicy, Scaler
+            self.scaler = Scaler(ScalePolicy(**rec["autoscale"]))
         self._save()
         self.nodes: dict[str, object] = {}
         self.coords: dict[str, object] = {}
@@ -149,19 +156,43 @@ class StoreManager:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            if not self.rec.get("auto_join", True):
-                continue
             try:
                 if not placement.cluster_has_storage_resource():
                     continue
-                hosting = {e["machine"] for e in self.rec["nodes"].values()}
-                for m in placement.storage_machines():
-                    if m not in hosting:
-                        log.info("store %s: machine %s carries %s and hosts no node; adding one",
-                                 self.store, m, placement.STORAGE_RESOURCE)
-                        await self.add_node(machine=m)
+                if self.rec.get("auto_join", True):
+                    await self._auto_join()
+                if self.scaler is not None:
+                    await self._autoscale()
             except Exception:
-                log.exception("auto-join watcher")
+                log.exception("store %s: watcher", self.store)
+
+    async def _auto_join(self) -> None:
+        """A machine carrying ``raykv_storage`` that hosts no node of this store gets one."""
+        hosting = {e["machine"] for e in self.rec["nodes"].values()}
+        for m in placement.storage_machines():
+            if m not in hosting and m not in self.rec["draining"]:
+                log.info("store %s: machine %s carries %s and hosts no node; adding one",
+                         self.store, m, placement.STORAGE_RESOURCE)
+                await self.add_node(machine=m)
+
+    async def _autoscale(self) -> None:
+        """Traffic-based scaling: ask Ray's autoscaler for machines, or drain one machine when idle."""
+        cs = await asyncio.gather(*(c.status.remote() for c in self.coords.values()), return_exceptions=True)
+        cs = [c for c in cs if isinstance(c, dict)]
+        alive = set(placement.storage_machines())
+        hosting = sorted({e["machine"] for e in self.rec["nodes"].values()} & alive)
+        want = self.scaler.step(cs, len(hosting), time.monotonic())
+        if want < len(hosting):
+            load = {m: [n for n, e in self.rec["nodes"].items() if e["machine"] == m] for m in hosting}
+            victim = min(hosting, key=lambda m: (len(load[m]), m))
+            if len(self.rec["nodes"]) - len(load[victim]) < self.config.replicas:
+                return
+            log.info("store %s: low traffic (%.0f key ops/s); draining machine %s", self.store,
+                     self.scaler.rate, victim)
+            self.rec["draining"].append(victim)
+            self._save()
+            for node_id in load[victim]:
+                await self.remove_node(node_id)
 
     # --- API ---
     async def describe(self) -> dict:

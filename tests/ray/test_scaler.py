@@ -1,0 +1,45 @@
+"""The traffic-based scaling policy (pure) and the rate tracker (no Ray needed)."""
+
+import pytest
+
+import raykv
+from raykv.actors.scaler import ScalePolicy, Scaler, decide
+
+P = ScalePolicy(up_ops=1000, down_ops=100, min_machines=3, max_machines=8, cooldown=30)
+
+
+def test_hot_store_asks_for_enough_machines():
+    assert decide(3500, 3, P, 999) == 4          # 1167/machine > 1000: one more at least
+    assert decide(7900, 3, P, 999) == 8          # enough to get under up_ops
+    assert decide(50_000, 3, P, 999) == 8        # capped at max_machines
+
+
+def test_idle_store_shrinks_one_machine_at_a_time_down_to_the_minimum():
+    assert decide(100, 6, P, 999) == 5
+    assert decide(0, 3, P, 999) == 3
+
+
+def test_hysteresis_band_and_cooldown_hold_steady():
+    assert decide(4 * 500, 4, P, 999) == 4        # between down_ops and up_ops
+    assert decide(50_000, 3, P, 10) == 3          # inside the cooldown
+    assert decide(0, 2, P, 0) == 3                # below the minimum: always fix
+
+
+def test_bad_policy_is_rejected():
+    with pytest.raises(raykv.InvalidArgument, match="down_ops < up_ops"):
+        ScalePolicy(up_ops=10, down_ops=10)
+    with pytest.raises(raykv.InvalidArgument, match="min_machines"):
+        ScalePolicy(min_machines=5, max_machines=4)
+
+
+def test_rate_comes_from_cumulative_coordinator_counters(monkeypatch):
+    calls = []
+    import ray.autoscaler.sdk as sdk
+    monkeypatch.setattr(sdk, "request_resources", lambda **kw: calls.append(kw))
+    s = Scaler(ScalePolicy(up_ops=1000, down_ops=100, min_machines=3, max_machines=8, cooldown=0))
+    st = lambda r, w: [{"coord_id": "c1", "counters": {"keys_read": r, "keys_written": w}}]  # noqa: E731
+    assert s.step(st(0, 0), 3, now=0.0) == 3
+    assert s.step(st(10_000, 5_000), 3, now=1.0) == 8      # 15k key ops/s over 3 machines
+    assert s.rate == 15_000
+    assert calls[-1] == {"bundles": [{"raykv_storage": 0.5}] * 8}
+    assert s.step(st(10_000, 5_000), 8, now=2.0) == 7      # idle now: shrink
