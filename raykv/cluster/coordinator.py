@@ -4,10 +4,12 @@ Plain class, no Ray. The async Ray coordinator actor wraps one; the simulator
 drives several. State: a membership view (refreshed by gossiping with storage
 nodes: ``refresh()``, also triggered lazily by requests) with its own
 phi-accrual detector plus direct evidence (a call that timed out marks the
-node down until its heartbeat advances), and the counter of the dots it mints.
+node down until its heartbeat advances), and the dot minter (``vclock.DotMinter``).
 Its actor id is ``coord_id`` plus a random suffix drawn at construction, so a
 restarted coordinator never reuses a dot (the dot is the write id: a retried
-or duplicated write is idempotent at the replicas).
+or duplicated write is idempotent at the replicas); the minter switches to a
+fresh actor ``<actor>~g`` when a write's context does not cover the last dot
+it minted for that key, so version-vector contexts never over-claim.
 
 Writes (Dynamo section 4.5-4.6): the new version's context is the context the
 client passed (None -> empty: a blind write is *concurrent* with what is
@@ -38,7 +40,7 @@ from raykv.cluster.membership import Membership
 from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, write_quorum
 from raykv.cluster.ring import TOKEN_SPACE, key_token
 from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import Sibling, VClock, live, reconcile
+from raykv.cluster.vclock import DotMinter, Sibling, VClock, live, reconcile
 from raykv.errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
@@ -95,7 +97,8 @@ class Coordinator:
         self.coord_id, self.transport, self.config = coord_id, transport, config
         self.rng = rng or random.Random()
         self.actor = f"{coord_id}.{self.rng.getrandbits(40):010x}"
-        self._counter = 0
+        self.minter = DotMinter(self.actor)
+        self.last_dot = None
         self.seeds = list(seeds)
         self.membership = Membership(None, tokens_per_node=config.tokens_per_node,
                                      phi_threshold=config.phi_threshold, gossip_interval=config.gossip_interval)
@@ -151,11 +154,15 @@ class Coordinator:
         self.membership.suspect(node_id, self.transport.now())
 
     # ------------------------------------------------------------------ writes
-    def _mint(self, value: bytes | None, context: VClock | None, ttl: float | None) -> Sibling:
+    def _mint(self, key: bytes, value: bytes | None, context: VClock | None, ttl: float | None) -> Sibling:
+        """A new version of ``key``. The dot comes from ``vclock.DotMinter``: one global counter, but a fresh
+        actor whenever this write's context does not cover the last dot we minted for the key, so a context
+        entry actor:n never claims a write of the key its reader did not see."""
         now = self.transport.now()
-        self._counter += 1
         ctx = (context or VClock()).prune(now)
-        return Sibling(dot=(self.actor, self._counter), context=ctx, value=value, timestamp=now,
+        dot = self.minter.mint(key, context)
+        self.last_dot = dot
+        return Sibling(dot=dot, context=ctx, value=value, timestamp=now,
                        expires_at=(now + ttl) if ttl is not None else None)
 
     async def put(self, key: bytes, value: bytes | None, *, context: VClock | None = None,
@@ -164,7 +171,7 @@ class Coordinator:
         """Write (value None = delete) after W acks; returns the new version's clock (the new context)."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         await self._ensure_view()
-        sib = self._mint(value, context, ttl)
+        sib = self._mint(key, value, context, ttl)
         await self._write("put", [(key, sib)], q, timeout)
         return sib.clock
 
@@ -173,7 +180,7 @@ class Coordinator:
         """Blind writes of many keys (each a new sibling), one ``put_batch`` per replica node."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         await self._ensure_view()
-        entries = [(key, self._mint(value, None, ttl)) for key, value in items]
+        entries = [(key, self._mint(key, value, None, ttl)) for key, value in items]
         await self._write("put_many", entries, q, None)
         return {key: sib.clock for key, sib in entries}
 
