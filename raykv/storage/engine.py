@@ -158,7 +158,15 @@ class LSMStore:
         self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "compactions": 0,
                          "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0}
         os.makedirs(self.path, exist_ok=True)
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            for r in getattr(self, "_readers", {}).values():
+                r.close()
+            wal = getattr(self, "_wal", None)
+            if wal is not None:
+                wal.close(sync=False)
+            raise
         self._threads = [threading.Thread(target=self._flush_loop, name="raykv-flush", daemon=True),
                          threading.Thread(target=self._compact_loop, name="raykv-compact", daemon=True)]
         for t in self._threads:
@@ -171,17 +179,12 @@ class LSMStore:
             state.levels.append([])
         self._state = state
         self._readers: dict[int, TableReader] = {}
-        try:
-            for lv in state.levels:
-                for m in lv:
-                    tpath = self._file(F.table_name(m.number))
-                    if not os.path.exists(tpath):
-                        raise CorruptionError(tpath, 0, "table named by the manifest is missing")
-                    self._readers[m.number] = TableReader(tpath, m.number, self.cache)
-        except BaseException:
-            for r in self._readers.values():
-                r.close()
-            raise
+        for lv in state.levels:
+            for m in lv:
+                tpath = self._file(F.table_name(m.number))
+                if not os.path.exists(tpath):
+                    raise CorruptionError(tpath, 0, "table named by the manifest is missing")
+                self._readers[m.number] = TableReader(tpath, m.number, self.cache)
         live_tables = set(self._readers)
         logs = []
         for name in os.listdir(self.path):
@@ -407,6 +410,8 @@ class LSMStore:
                 mem = self._imm[0]
                 number = self._alloc()
             try:
+                if not len(mem):
+                    raise AssertionError("an empty memtable was frozen")
                 meta = self._write_columns(mem.columns(), number)
                 # no directory fsync here: the manifest save below fsyncs the directory, which makes
                 # the table's rename durable before any file refers to it
