@@ -52,7 +52,7 @@ def main():
     data_dir = tempfile.mkdtemp(prefix="raykv-multi-")
     try:
         kv = raykv.start(name="multi", nodes=6, replicas=3, read_quorum=2, write_quorum=2, data_dir=data_dir,
-                         request_timeout=2.0, anti_entropy_interval=2.0, auto_join=False)
+                         request_timeout=2.0, anti_entropy_interval=2.0)
         storage_ids = {w.node_id for w in workers}
         st = kv.status()
         placed = {n.node_id: n.ray_node_id for n in st.nodes}
@@ -114,6 +114,15 @@ def main():
             return all(len(holders(kv, k, ids)) >= 3 for k in keys)
         wait_for(copies_restored, 90, "anti-entropy restoring N=3 copies")
         print("N copies restored")
+
+        fresh = cluster.add_node(num_cpus=1, resources={"raykv_storage": 1})   # e.g. added by the autoscaler
+
+        def joined():
+            s = kv.status()
+            return [n for n in s.nodes if n.ray_node_id == fresh.node_id and n.alive]
+        new_nodes = wait_for(joined, 60, "a storage node started on the new machine")
+        print("auto-join ok", [n.node_id for n in new_nodes])
+        assert kv.get_many(list(data)) == data
         kv.shutdown()
     finally:
         ray.shutdown()
