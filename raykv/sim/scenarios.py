@@ -297,9 +297,28 @@ SCENARIOS = {
 }
 
 
+def bench(seeds: int = 50) -> dict[str, dict]:
+    """Seeds per second of each scenario, by wall clock and by this process's CPU time."""
+    out = {}
+    for name, fn in SCENARIOS.items():
+        kw = {"rmw": 30} if name == "bounded_siblings" else {}
+        w0, c0 = time.perf_counter(), time.process_time()
+        for seed in range(seeds):
+            fn(seed, **kw)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        out[name] = {"seeds": seeds, "wall_s": round(wall, 2), "seeds_per_s_wall": round(seeds / wall, 1),
+                     "seeds_per_s_cpu": round(seeds / cpu, 1)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m raykv.sim.scenarios NAME SEED [SKEW]``: replay one seed and print its measurements."""
+    """``python -m raykv.sim.scenarios NAME SEED [SKEW]``: replay one seed and print its measurements;
+    ``python -m raykv.sim.scenarios bench [SEEDS]``: seeds per second of every scenario."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":
+        for name, row in bench(int(argv[1]) if len(argv) > 1 else 50).items():
+            print(f"{name:30s} {row}")
+        return
     name, seed = argv[0], int(argv[1])
     skew = float(argv[2]) if len(argv) > 2 else 0.0
     t0 = time.perf_counter()
