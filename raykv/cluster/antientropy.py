@@ -62,15 +62,21 @@ def shared_arcs(ring: Ring, a: str, b: str, n: int, dc_replicas: dict | None = N
     return [(lo, hi) for lo, hi in out]
 
 
-def items_in(backend, arcs: list[tuple[int, int]]):
-    """(token, key, siblings) of every key of ``arcs``."""
+def items_in(backend, arcs: list[tuple[int, int]], now: float | None = None, grace: float = 0.0):
+    """(token, key, siblings) of every key of ``arcs``; with ``now``, keys that are garbage (dead past the
+    tombstone grace, see garbage.collectable) are left out, so repair never resurrects a collected key."""
+    from raykv.cluster.garbage import collectable
     for lo, hi in arcs:
         for key, sibs in backend.iter_range(lo, hi):
+            if now is not None and collectable(sibs, now, grace):
+                continue
             yield key_token(key), key, sibs
 
 
-def build_tree(backend, arcs: list[tuple[int, int]], depth: int) -> MerkleTree:
-    return MerkleTree.build(LO, HI, ((t, k, sibling_digest(s)) for t, k, s in items_in(backend, arcs)), depth=depth)
+def build_tree(backend, arcs: list[tuple[int, int]], depth: int, now: float | None = None,
+               grace: float = 0.0) -> MerkleTree:
+    items = ((t, k, sibling_digest(s)) for t, k, s in items_in(backend, arcs, now, grace))
+    return MerkleTree.build(LO, HI, items, depth=depth)
 
 
 class ArcSet:
@@ -88,16 +94,18 @@ class ArcSet:
         return bool(self.arcs)
 
 
-def fetch_diff(backend, arcs: list[tuple[int, int]], diff: list[tuple[int, int]]) -> list[tuple[bytes, list]]:
+def fetch_diff(backend, arcs: list[tuple[int, int]], diff: list[tuple[int, int]], now: float | None = None,
+               grace: float = 0.0) -> list[tuple[bytes, list]]:
     """Keys of ``arcs`` whose token falls in the differing sub-arcs ``diff``."""
     inside = ArcSet(diff)
-    return [(k, s) for t, k, s in items_in(backend, arcs) if t in inside]
+    return [(k, s) for t, k, s in items_in(backend, arcs, now, grace) if t in inside]
 
 
 async def exchange(node: "StorageNode", peer: str, arcs: list[tuple[int, int]], depth: int) -> int:
     """One Merkle exchange with ``peer`` over ``arcs``; returns the number of keys repaired (either side)."""
     timeout = node.config.request_timeout
-    mine_tree = build_tree(node.backend, arcs, depth)
+    now, grace = node.transport.now(), node.config.tombstone_grace
+    mine_tree = build_tree(node.backend, arcs, depth, now, grace)
     theirs_tree = MerkleTree.from_bytes(await node.transport.call(peer, "ae_tree", arcs, depth, timeout=timeout))
     if mine_tree.root == theirs_tree.root:
         return 0
@@ -105,7 +113,7 @@ async def exchange(node: "StorageNode", peer: str, arcs: list[tuple[int, int]], 
     if not diff:
         return 0
     theirs = dict(await node.transport.call(peer, "ae_fetch", arcs, diff, timeout=timeout))
-    mine = dict(fetch_diff(node.backend, arcs, diff))
+    mine = dict(fetch_diff(node.backend, arcs, diff, now, grace))
     local, push = [], []
     for key in sorted(set(mine) | set(theirs)):
         m, t = mine.get(key, []), theirs.get(key, [])

@@ -13,7 +13,9 @@ What it does:
   (heartbeat + phi-accrual detector, raykv/cluster/membership.py);
 - replays hints to targets its detector sees up (raykv/cluster/hints.py);
 - runs Merkle anti-entropy with every peer it shares ranges with, once per
-  ``anti_entropy_interval`` (raykv/cluster/antientropy.py);
+  ``anti_entropy_interval`` (raykv/cluster/antientropy.py), then drops
+  garbage: tombstones past ``tombstone_grace`` and copies of ranges it no
+  longer replicates, once their owners hold them (raykv/cluster/garbage.py);
 - joins by pulling its ranges before serving reads, leaves by pushing them
   (raykv/cluster/streaming.py).
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import random
 from itertools import islice
 
-from raykv.cluster import antientropy, streaming
+from raykv.cluster import antientropy, garbage, streaming
 from raykv.cluster.backend import VersionedBackend
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.hints import hint_batch, pending_targets, retire_delivered, store_hint
@@ -44,7 +46,7 @@ from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVErro
 
 COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
             "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
-            "restarts")
+            "restarts", "tombstones_collected", "handoff_keys")
 
 
 class StorageNode:
@@ -120,7 +122,7 @@ class StorageNode:
         if now >= self._due["ae"]:
             self._due["ae"] = now + cfg.anti_entropy_interval
             if status != "joining":
-                self._background("ae", self.anti_entropy_round)
+                self._background("ae", self.maintenance_round)
         settled = now - self._status_since >= 3 * cfg.gossip_interval
         if status == "joining" and settled:
             self._background("stream", self._join)
@@ -237,12 +239,14 @@ class StorageNode:
     async def rpc_ae_tree(self, arcs: list, depth: int) -> bytes:
         """Merkle tree (bytes) of our keys in ``arcs`` (anti-entropy)."""
         self._require_started()
-        return antientropy.build_tree(self.backend, [tuple(a) for a in arcs], depth).to_bytes()
+        return antientropy.build_tree(self.backend, [tuple(a) for a in arcs], depth, self.transport.now(),
+                                      self.config.tombstone_grace).to_bytes()
 
     async def rpc_ae_fetch(self, arcs: list, diff: list) -> list:
         """Our ``(key, siblings)`` in ``arcs`` whose token lies in a differing sub-arc."""
         self._require_started()
-        return antientropy.fetch_diff(self.backend, [tuple(a) for a in arcs], [tuple(d) for d in diff])
+        return antientropy.fetch_diff(self.backend, [tuple(a) for a in arcs], [tuple(d) for d in diff],
+                                      self.transport.now(), self.config.tombstone_grace)
 
     async def rpc_leave(self) -> None:
         """Leave the ring: declare ``leaving`` (coordinators start writing to the new owners too), let ``tick``
@@ -316,3 +320,11 @@ class StorageNode:
     async def anti_entropy_round(self) -> int:
         """One Merkle exchange with each up peer sharing ranges; returns keys repaired."""
         return await antientropy.anti_entropy_round(self)
+
+    async def maintenance_round(self) -> int:
+        """Anti-entropy, then garbage: tombstones past grace, copies of ranges we no longer replicate
+        (raykv/cluster/garbage.py). Runs every ``anti_entropy_interval``; returns keys repaired."""
+        repaired = await antientropy.anti_entropy_round(self)
+        garbage.collect_tombstones(self)
+        await garbage.hand_off_foreign(self)
+        return repaired

@@ -196,3 +196,44 @@ def test_gossip_detects_a_crashed_node():
         sim.restart("n3")
         assert await sim.wait_until(lambda: obs.membership.status("n3", obs.transport.now()) == "alive", 60)
     run(sim, body)
+
+
+def test_tombstones_are_collected_after_the_grace_period():
+    from raykv.cluster.garbage import collectable
+    sim = Simulation(seed=10, nodes=4, config=SIM_CONFIG.with_(tombstone_grace=3.0, anti_entropy_interval=1.0))
+    c = sim.coordinator("c0")
+
+    async def body():
+        ctx = await c.put(b"doomed", b"v", w=3)
+        await c.put(b"doomed", None, context=ctx, w=3)
+        await c.put(b"kept", b"v", w=3)
+        await asyncio.sleep(0.5)
+        assert sum(1 for b in sim.backends.values() if b.get(b"doomed")) == 3     # tombstones within grace
+        assert await sim.wait_until(lambda: not any(b.get(b"doomed") for b in sim.backends.values()), 20)
+        assert sum(1 for b in sim.backends.values() if b.get(b"kept")) == 3
+        assert sum(n.counters["tombstones_collected"] for n in sim.nodes.values()) >= 3
+    run(sim, body)
+    live, dead = sib("x", 1, b"v"), sib("x", 2, None)
+    assert not collectable([live], 100.0, 1.0) and collectable([dead], 100.0, 1.0)
+    assert not collectable([dead], 1.5, 1.0) and not collectable([], 100.0, 1.0)
+
+
+def test_old_owners_hand_off_and_drop_ranges_they_no_longer_replicate():
+    sim = Simulation(seed=11, nodes=4, config=SIM_CONFIG.with_(anti_entropy_interval=1.0))
+    c = sim.coordinator("c0")
+
+    async def body():
+        keys = [b"k%d" % i for i in range(80)]
+        await c.put_many([(k, b"v") for k in keys], w=3)
+        sim.add_node("n9")
+        assert await sim.wait_until(lambda: sim.nodes["n9"].status_name == "alive", 30)
+        ring = sim._ring()
+
+        def placed_exactly():
+            return all(bool(sim.backends[n].get(k)) == (n in ring.preference_list(k, 3))
+                       for k in keys for n in ring.nodes)
+        assert await sim.wait_until(placed_exactly, 30)
+        assert sum(n.counters["handoff_keys"] for n in sim.nodes.values()) > 0
+        got = await c.get_many(keys, r=3)
+        assert len(got) == len(keys)
+    run(sim, body)
