@@ -155,7 +155,8 @@ class LSMStore:
         self._closing = False
         self._bg_error: BaseException | None = None
         self._pointers: dict[int, bytes] = {}
-        self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "compactions": 0,
+        self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "flush_seconds": 0.0,
+                         "compactions": 0, "compaction_seconds": 0.0,
                          "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0}
         os.makedirs(self.path, exist_ok=True)
         try:
@@ -412,6 +413,7 @@ class LSMStore:
             try:
                 if not len(mem):
                     raise AssertionError("an empty memtable was frozen")
+                t0 = time.monotonic()
                 meta = self._write_columns(mem.columns(), number)
                 # no directory fsync here: the manifest save below fsyncs the directory, which makes
                 # the table's rename durable before any file refers to it
@@ -429,6 +431,7 @@ class LSMStore:
                         self._version = self._make_version()
                         self._imm = self._imm[1:]
                         self.counters["flushes"] += 1
+                        self.counters["flush_seconds"] += time.monotonic() - t0
                         self._room_cv.notify_all()
                         self._compact_cv.notify()
                 os.unlink(self._file(F.wal_name(mem.wal_number)))
@@ -502,6 +505,7 @@ class LSMStore:
 
     def _run(self, task: C.Task) -> None:
         """Execute a task: merge inputs into new tables, make the manifest durable, then delete inputs."""
+        t0 = time.monotonic()
         inputs = task.all_inputs
         numbers = {f.number for f in inputs}
         outputs: list[TableMeta] = []
@@ -552,6 +556,7 @@ class LSMStore:
                 if task.level > 0 and task.inputs:
                     self._pointers[task.level] = max(f.largest for f in task.inputs)
                 self.counters["compactions"] += 1
+                self.counters["compaction_seconds"] += time.monotonic() - t0
                 if task.trivial_move:
                     self.counters["trivial_moves"] += 1
                 else:
