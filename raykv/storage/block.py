@@ -150,12 +150,14 @@ class DataBlock:
             return self.seqs[lo], p[vb + self.voffs[lo]:vb + self.voffs[lo + 1]], self.exps[lo]
         return None
 
-    def values(self, i: int = 0, j: int | None = None) -> list:
-        """Values of entries i..j-1 (None for deletes)."""
+    def values(self, i: int = 0, j: int | None = None, raw: bool = False) -> list:
+        """Values of entries i..j-1: None for deletes, or b"" with ``raw`` (then see ``kinds``)."""
         j = self.n if j is None else j
         vb = self.vbase
         vo = [vb + o for o in self.voffs[i:j + 1]]
         vals = list(map(self.payload.__getitem__, map(slice, vo, vo[1:])))
+        if raw:
+            return vals
         kinds = self.kinds
         if _DEL in kinds[i:j]:
             for x in range(i, j):

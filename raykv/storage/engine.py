@@ -30,7 +30,7 @@ from raykv.storage import manifest as M
 from raykv.storage import wal as W
 from raykv.storage.bloom import key_hash
 from raykv.storage.cache import BlockCache
-from raykv.storage.iterators import drop_obsolete, live, memtable_entries, merge, newest
+from raykv.storage.iterators import compaction_columns, live, memtable_entries, merge, newest
 from raykv.storage.memtable import Memtable
 from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
 
@@ -511,17 +511,17 @@ class LSMStore:
         outputs: list[TableMeta] = []
         if not task.trivial_move:
             readers = [self._readers[n] for n in numbers]
-            stream = drop_obsolete(newest(merge([r.iter(fill_cache=False) for r in readers])),
-                                   self._clock(), task.bottom)
+            chunk = max(16, min(1024, self._table_bytes // 256))
+            stream = compaction_columns([r.iter_sortable() for r in readers], self._clock(), task.bottom, chunk)
             builder = None
             try:
-                for k, s, v, e in stream:
+                for columns in stream:
                     if builder is None:
                         with self._lock:
                             number = self._alloc()
                         builder = TableBuilder(self._file(F.table_name(number)), number, self._codec,
                                                self._block_bytes, self._bloom_bits)
-                    builder.add(k, s, v, e)
+                    builder.add_run(*columns)
                     if builder.estimated_size >= self._table_bytes:
                         outputs.append(builder.finish())
                         builder = None

@@ -9,6 +9,7 @@ Memory held by an open reader: index (one key per data block) + bloom bits + met
 
 from __future__ import annotations
 
+import operator
 import os
 import weakref
 import zlib
@@ -93,35 +94,40 @@ class TableBuilder:
         if self._blk_bytes >= self.block_bytes:
             self._flush_block()
 
-    def add_run(self, keys: list[bytes], seqs, values, exps) -> None:
+    def add_run(self, keys: list[bytes], seqs: list[int], values: list, exps: list[float]) -> None:
         """Add a sorted run (strictly increasing keys, all greater than any added before) in bulk:
-        block boundaries come from cumulative sizes, so there is no per-entry Python call."""
+        block boundaries come from cumulative sizes, so there is no per-entry Python call. A trailing
+        partial block stays pending, so consecutive runs fill blocks as ``add`` would."""
         if not keys:
             return
-        self._flush_block()
         if self.smallest is None:
             self.smallest = keys[0]
         self.largest = keys[-1]
         self._all_keys.extend(keys)
-        n = len(keys)
-        self.entries += n
-        self.tombstones += values.count(None) if isinstance(values, list) else list(values).count(None)
+        self.entries += len(keys)
+        self.tombstones += values.count(None)
         self.min_seq = min(self.min_seq, min(seqs))
         self.max_seq = max(self.max_seq, max(seqs))
-        sizes = accumulate(len(k) + (len(v) if v is not None else 0) + 25 for k, v in zip(keys, values))
-        cum = list(sizes)
+        if self._keys:   # continue the pending partial block
+            keys, seqs = self._keys + list(keys), self._seqs + list(seqs)
+            values, exps = self._vals + list(values), self._exps + list(exps)
+        n = len(keys)
+        cum = list(accumulate(len(k) + (len(v) if v is not None else 0) + 24 for k, v in zip(keys, values)))
         start = 0
         base = 0
         bb = self.block_bytes
         while start < n:
             stop = bisect_left(cum, base + bb, start) + 1
             if stop > n:
-                stop = n
+                break
             payload = B.encode_data(keys[start:stop], seqs[start:stop], values[start:stop], exps[start:stop])
             off, size = self._write_block(payload, self.codec)
             self._index.append((keys[stop - 1], off, size))
             base = cum[stop - 1]
             start = stop
+        self._keys, self._seqs = list(keys[start:]), list(seqs[start:])
+        self._vals, self._exps = list(values[start:]), list(exps[start:])
+        self._blk_bytes = cum[-1] - base if start < n else 0
 
     def _write_block(self, payload: bytes, codec: int) -> tuple[int, int]:
         raw = B.seal(payload, codec)
@@ -255,6 +261,15 @@ class TableReader:
         if i == len(self.index_keys):
             return None
         return self._block(i).find(key)
+
+    def iter_sortable(self) -> Iterator[tuple[bytes, int, bytes, int, float]]:
+        """(key, -seq, value or b"" for a delete, kind, expire_at) of every entry, bypassing the cache:
+        tuples that order correctly by plain comparison (newest version of a key first) and never
+        compare None, so ``heapq.merge`` needs no key function (the compaction input path)."""
+        neg = operator.neg
+        for i in range(len(self.index_keys)):
+            blk = self._block(i, fill_cache=False)
+            yield from zip(blk.keys(), map(neg, blk.seqs), blk.values(raw=True), blk.kinds, blk.exps)
 
     def iter(self, start: bytes | None = None, end: bytes | None = None,
              fill_cache: bool = True) -> Iterator[tuple[bytes, int, bytes | None, float]]:
