@@ -144,3 +144,21 @@ def test_cache_serves_repeated_reads(tmp_path):
         r.get(k, key_hash(k))
     assert cache.misses == misses and cache.hits >= 10
     r.close()
+
+
+def test_bulk_runs_fill_blocks_like_single_adds(tmp_path):
+    entries = _entries(2000, seed=4)
+    one = _build(tmp_path / "a.sst", entries, F.CODEC_NONE, block_bytes=1024)
+    b = TableBuilder(str(tmp_path / "b.sst"), 7, F.CODEC_NONE, 1024)
+    for i in range(0, len(entries), 37):       # many small runs, as compaction emits them
+        part = entries[i:i + 37]
+        b.add_run([e[0] for e in part], [e[1] for e in part], [e[2] for e in part], [e[3] for e in part])
+    runs = b.finish()
+    ra = TableReader(str(tmp_path / "a.sst"), 7, None)
+    rb = TableReader(str(tmp_path / "b.sst"), 7, None)
+    assert list(rb.iter()) == entries == list(ra.iter())
+    assert abs(len(rb.index_keys) - len(ra.index_keys)) <= 1      # no partial block per run
+    assert runs.tombstones == one.tombstones and runs.entries == one.entries
+    ra.close()
+    rb.close()
+
