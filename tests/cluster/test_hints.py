@@ -88,3 +88,19 @@ def test_hint_overflow_makes_the_sloppy_write_fail():
         await c.put(b"k", b"v", w=2)                       # W=2 does not need the hint
     _run(sim, main())
     sim.close()
+
+
+def test_hints_for_a_node_that_left_go_to_the_current_replicas():
+    sim = Simulation(seed=5, nodes=5, config=SIM_CONFIG.with_(anti_entropy_interval=1e9))
+
+    async def main():
+        await sim.boot()
+        await sim.leave("n3")
+        holder = sim.nodes["n0"]
+        holder.backend.add_hint("n3", b"orphan", [sib("c", 1, b"x")])
+        assert await sim.wait_until(lambda: holder.backend.hint_count() == 0, 30)
+        ring = sim._ring()
+        assert "n3" not in ring.nodes
+        assert all(sim.backends[n].get(b"orphan") for n in ring.preference_list(b"orphan", 3))
+    _run(sim, main())
+    sim.close()
