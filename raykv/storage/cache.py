@@ -13,7 +13,8 @@ from collections import OrderedDict
 
 
 class BlockCache:
-    """Thread-safe LRU bounded by total charge; lookup/insert O(1)."""
+    """Thread-safe LRU bounded by total charge; lookup/insert O(1). Hit/miss counters are approximate
+    under concurrency (unlocked increments)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, int(capacity))
@@ -24,14 +25,18 @@ class BlockCache:
         self._lock = threading.Lock()
 
     def get(self, key):
-        with self._lock:
-            v = self._map.get(key)
-            if v is None:
-                self.misses += 1
-                return None
+        """The cached value or None. Lock-free: each OrderedDict operation is atomic under the GIL;
+        an entry evicted between the lookup and the LRU bump is still returned (it was valid)."""
+        v = self._map.get(key)
+        if v is None:
+            self.misses += 1
+            return None
+        try:
             self._map.move_to_end(key)
-            self.hits += 1
-            return v
+        except KeyError:
+            pass
+        self.hits += 1
+        return v
 
     def insert(self, key, value) -> None:
         charge = value.charge
