@@ -112,7 +112,8 @@ class StorageNode:
         cfg, now = self.config, self.transport.now()
         if now >= self._due["gossip"]:
             self._due["gossip"] = now + cfg.gossip_interval
-            await self.gossip_round()
+            self.membership.beat()             # our heartbeat advances even while a gossip call hangs
+            self._background("gossip", self.gossip_round)
         status = self.status_name
         if now >= self._due["hints"]:          # a left node still hands over the hints it holds
             self._due["hints"] = now + cfg.hint_replay_interval
@@ -151,18 +152,18 @@ class StorageNode:
 
     # ------------------------------------------------------------------ gossip
     async def _gossip_with(self, peer: str) -> bool:
+        """One view exchange; its timeout is at most 4 gossip intervals (a dead peer must not stall gossip)."""
+        timeout = min(self.config.request_timeout, max(4 * self.config.gossip_interval, 0.05))
         try:
-            reply = await self.transport.call(peer, "gossip", self.membership.view(),
-                                              timeout=self.config.request_timeout)
+            reply = await self.transport.call(peer, "gossip", self.membership.view(), timeout=timeout)
         except RayKVError:
             return False
         self.membership.merge(reply, self.transport.now())
         return True
 
     async def gossip_round(self) -> None:
-        """Bump our heartbeat and exchange views with one random non-left peer (a seed if we know nobody)."""
+        """Exchange views with one random non-left peer (a seed if we know nobody); ``tick`` bumps our heartbeat."""
         m = self.membership
-        m.beat()
         self.counters["gossip_rounds"] += 1
         peers = [nid for nid in m.node_ids() if nid != self.node_id]
         if not peers:
@@ -191,8 +192,11 @@ class StorageNode:
             raise NodeUnavailable(f"storage node {self.node_id} is starting")
 
     async def rpc_put_batch(self, items: list) -> list:
-        """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool."""
+        """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool.
+        A node that has left the ring refuses writes (NodeUnavailable): the sender retries elsewhere."""
         self._require_started()
+        if self.status_name == "left":
+            raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
         self.counters["ops"] += 1
         self.counters["puts"] += len(items)
         acks, direct = [], []
