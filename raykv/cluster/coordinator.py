@@ -221,8 +221,6 @@ class Coordinator:
                            lambda res, exc, node=node, slots=slots: on_reply(node, slots, res, exc))
 
         def on_reply(node: str, slots: list, res, exc) -> None:
-            if exc is not None and not isinstance(exc, RayKVError):
-                raise exc
             if exc is not None:
                 self._failed(node)
             regroup: dict[str, list] = {}
@@ -318,8 +316,6 @@ class Coordinator:
                        lambda res, exc: on_reply(node, idx, res, exc))
 
         def on_reply(node: str, idx: list[int], res, exc) -> None:
-            if exc is not None and not isinstance(exc, RayKVError):
-                raise exc
             if exc is not None:
                 self._failed(node)
                 if attempts[node] < 3 and any(tallies[i].decision() == "wait" for i in idx):
