@@ -131,9 +131,9 @@ async def exchange(node: "StorageNode", peer: str, arcs: list[tuple[int, int]], 
     return len(local) + len(push)
 
 
-async def anti_entropy_round(node: "StorageNode") -> int:
-    """One exchange with every up peer that shares arcs with ``node``; returns keys repaired. Peers that
-    cannot be reached are skipped (the next round retries)."""
+async def anti_entropy_round(node: "StorageNode", peers: list[str] | None = None) -> int:
+    """One exchange with every up peer that shares arcs with ``node`` (or only with ``peers``); returns keys
+    repaired. Peers that cannot be reached are skipped (the next round retries)."""
     m = node.membership
     ring = m.ring("read")
     me = node.node_id
@@ -144,7 +144,7 @@ async def anti_entropy_round(node: "StorageNode") -> int:
     repaired = 0
     now = node.transport.now()
     for peer in sorted(ring.nodes):
-        if peer == me or not m.is_up(peer, now):
+        if peer == me or not m.is_up(peer, now) or (peers is not None and peer not in peers):
             continue
         arcs = shared_arcs(ring, me, peer, n, dcr)
         if not arcs:

@@ -12,10 +12,10 @@ What it does:
 - gossips its membership view with one random peer per ``gossip_interval``
   (heartbeat + phi-accrual detector, raykv/cluster/membership.py);
 - replays hints to targets its detector sees up (raykv/cluster/hints.py);
-- runs Merkle anti-entropy with every peer it shares ranges with, once per
-  ``anti_entropy_interval`` (raykv/cluster/antientropy.py), then drops
-  garbage: tombstones past ``tombstone_grace`` and copies of ranges it no
-  longer replicates, once their owners hold them (raykv/cluster/garbage.py);
+- runs Merkle anti-entropy with one peer per ``anti_entropy_interval``,
+  peers in rotation (raykv/cluster/antientropy.py), and every few rounds
+  drops garbage: tombstones past ``tombstone_grace`` and copies of ranges it
+  no longer replicates, once their owners hold them (raykv/cluster/garbage.py);
 - joins by pulling its ranges before serving reads, leaves by pushing them
   (raykv/cluster/streaming.py).
 
@@ -44,6 +44,7 @@ from raykv.cluster.transport import Transport
 from raykv.cluster.vclock import sync
 from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
+GC_EVERY = 4          # maintenance rounds between garbage collections (each scans every key once)
 COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
             "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
             "restarts", "tombstones_collected", "handoff_keys")
@@ -67,6 +68,7 @@ class StorageNode:
         self._due: dict[str, float] = {}
         self._busy: set[str] = set()
         self._status_since = 0.0
+        self._rounds = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -326,9 +328,18 @@ class StorageNode:
         return await antientropy.anti_entropy_round(self)
 
     async def maintenance_round(self) -> int:
-        """Anti-entropy, then garbage: tombstones past grace, copies of ranges we no longer replicate
-        (raykv/cluster/garbage.py). Runs every ``anti_entropy_interval``; returns keys repaired."""
-        repaired = await antientropy.anti_entropy_round(self)
-        garbage.collect_tombstones(self)
-        await garbage.hand_off_foreign(self)
+        """Periodic repair and cleanup, every ``anti_entropy_interval``: a Merkle exchange with the next peer
+        in rotation (a full round over P peers costs P intervals, so a node's repair work stays O(keys /
+        interval) whatever the cluster size), and every ``GC_EVERY`` rounds garbage collection (tombstones
+        past grace, copies of ranges we no longer replicate; raykv/cluster/garbage.py). Returns keys repaired."""
+        m = self.membership
+        peers = sorted(nid for nid in m.ring("read").nodes if nid != self.node_id)
+        self._rounds += 1
+        repaired = 0
+        if peers:
+            peer = peers[self._rounds % len(peers)]
+            repaired = await antientropy.anti_entropy_round(self, peers=[peer])
+        if self._rounds % GC_EVERY == 0:
+            garbage.collect_tombstones(self)
+            await garbage.hand_off_foreign(self)
         return repaired
