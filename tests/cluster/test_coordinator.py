@@ -211,3 +211,20 @@ def test_status_reports_members_and_ownership():
         assert abs(sum(st["ownership"].values()) - 1.0) < 1e-9
         assert "read_repairs" in c.counters and "sloppy_writes" in c.counters
     run(sim, body)
+
+
+def test_writes_reach_a_joining_node_before_it_serves_reads():
+    sim = Simulation(seed=11, nodes=4, config=NO_AE.with_(gossip_interval=0.5))
+    c = sim.coordinator("c0")
+
+    async def body():
+        new = sim.add_node("n9")
+        assert await sim.wait_until(lambda: c.membership.declared("n9") == "joining", 10)
+        assert new.status_name == "joining"
+        future = c.membership.ring("future")
+        key = next(b"j%d" % i for i in range(1000) if "n9" in future.preference_list(b"j%d" % i, 3))
+        await c.put(key, b"v")
+        await asyncio.sleep(0.05)
+        assert values(new.backend.get(key)) == [b"v"]          # the future owner got the write, uncounted
+        assert "n9" not in c.membership.ring("read").nodes     # but is not asked for reads yet
+    run(sim, body)
