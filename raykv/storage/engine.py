@@ -35,8 +35,8 @@ from raykv.storage.memtable import Memtable
 from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
 
 _crc32 = zlib.crc32
-_ONE_PUT = F.ONE_PUT.pack
-_LEN_TYPE = F.WAL_LEN_TYPE.pack
+_ONE_FRAME = F.ONE_PUT_FRAME.pack
+_writev = os.writev
 _CRC = F.WAL_CRC.pack
 _BATCH = F.WAL_TYPE_BATCH
 _KPUT = F.KIND_PUT
@@ -256,11 +256,16 @@ class LSMStore:
             if mem.bytes >= self._limit:
                 self._make_room()
                 mem = self._mem
-            seq = self._seq + 1
-            self._seq = seq
+            seq = self._seq = self._seq + 1
             wal = self._wal
-            tail = _LEN_TYPE(_ONE_SIZE + len(key) + len(value), _BATCH) + _ONE_PUT(seq, 1, _KPUT, len(key), len(value), exp) + key + value
-            ticket = wal.append(_CRC(_crc32(tail)) + tail)
+            klen = len(key)
+            vlen = len(value)
+            tail = _ONE_FRAME(_ONE_SIZE + klen + vlen, _BATCH, seq, 1, _KPUT, klen, vlen, exp) + key + value
+            crc = _CRC(_crc32(tail))
+            n = _writev(wal.fd, (crc, tail))
+            if n != 4 + len(tail):       # a short write (rare: signal, disk full): finish it or fail
+                W.write_all(wal.fd, (crc + tail)[n:])
+            wal.written = ticket = wal.written + 4 + len(tail)
             if self._sync_always:
                 wal.sync()
             mem.put(key, seq, value, exp)

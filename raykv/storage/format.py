@@ -42,6 +42,9 @@ KIND_DELETE = 0
 KIND_PUT = 1
 # the whole one-put payload in one struct call (the put fast path)
 ONE_PUT = struct.Struct("<QIBIId")
+# ... and with the CRC-covered header part (length, type) in front: everything after the crc field
+# up to the key bytes, for a single put (length = ONE_PUT.size + klen + vlen, type = WAL_TYPE_BATCH)
+ONE_PUT_FRAME = struct.Struct("<IBQIBIId")
 
 NO_EXPIRY = 0.0                             # expire_at of an entry without TTL
 

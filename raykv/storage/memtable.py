@@ -13,6 +13,7 @@ from typing import Iterator
 
 from sortedcontainers import SortedDict
 
+_dict_set = dict.__setitem__
 ENTRY_OVERHEAD = 64   # bytes charged per key beyond its key/value bytes (dict slot, tuple, sorted-list slot)
 
 
@@ -42,9 +43,8 @@ class Memtable:
         else:
             ov = old[1]
             self.bytes += (len(value) if value is not None else 0) - (len(ov) if ov is not None else 0)
-        dict.__setitem__(sd, key, (seq, value, expire_at))
-        if seq > self.max_seq:
-            self.max_seq = seq
+        _dict_set(sd, key, (seq, value, expire_at))
+        self.max_seq = seq            # writes arrive in sequence order (under the writer lock, or replay)
 
     def __len__(self) -> int:
         return len(self._sd)

@@ -66,6 +66,14 @@ def decode_batch(payload: bytes) -> list[tuple[int, bytes, bytes | None, float]]
     return out
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a regular file rarely writes short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 def frame(payload: bytes, rtype: int = F.WAL_TYPE_BATCH) -> bytes:
     """One framed record: header + payload."""
     tail = F.WAL_LEN_TYPE.pack(len(payload), rtype) + payload
@@ -83,7 +91,7 @@ class WalWriter:
     def __init__(self, path: str, number: int) -> None:
         self.path = path
         self.number = number
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.written = os.fstat(self._fd).st_size   # bytes appended so far (a ticket for sync_to)
         self._synced = self.written
         self._syncing = False
@@ -91,9 +99,12 @@ class WalWriter:
         self._cv = threading.Condition(threading.Lock())
         self.fsyncs = 0                              # number of fsync calls (tests count them)
 
+    # LSMStore.put inlines append: os.writev(fd, (crc, rest)) and ``written`` += bytes written.
     def append(self, record: bytes) -> int:
         """Write one framed record; returns the ticket (end offset) to pass to ``sync_to``. One syscall."""
-        os.write(self._fd, record)
+        n = os.write(self._fd, record)
+        if n != len(record):
+            write_all(self._fd, record[n:])
         self.written += len(record)
         return self.written
 

@@ -96,9 +96,9 @@ def run_model(path, seed, ops, keyspace=600):
         db.close()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_model(tmp_path, seed):
-    run_model(tmp_path, seed, 10000)
+    run_model(tmp_path, seed, 12000)
 
 
 @pytest.mark.slow
