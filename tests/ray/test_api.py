@@ -215,3 +215,23 @@ def test_add_and_remove_node_keep_every_key(kv):
     assert kv.get_many(list(data)) == data
     with pytest.raises(raykv.InvalidArgument, match="no node 'n2'"):
         kv.remove_node("n2")
+
+
+def test_transport_maps_failures(kv):
+    from raykv.actors.transport import RayTransport
+
+    async def main():
+        t = RayTransport("api")
+        with pytest.raises(raykv.InvalidArgument, match="no RPC 'nope'"):      # remote RayKVError, as is
+            await t.call("n1", "nope", timeout=5)
+        with pytest.raises(raykv.NodeUnavailable, match="no actor"):
+            await t.call("n99", "get_batch", [b"k"], timeout=5)
+        with pytest.raises(raykv.NodeUnavailable, match="did not answer"):
+            await t.call("n1", "get_batch", [b"k"], timeout=1e-6)
+        reply = await t.call("n1", "get_batch", [b"k"], timeout=5)
+        assert isinstance(reply, list) and len(reply) == 1
+        full = RayTransport("api", max_pending=0)
+        with pytest.raises(raykv.Overloaded, match="max_pending=0"):
+            await full.call("n1", "get_batch", [b"k"], timeout=5)
+
+    asyncio.run(main())

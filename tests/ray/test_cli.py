@@ -1,0 +1,51 @@
+"""The `raykv` command: up / status / down against the session's Ray, bench dispatch, and the demo itself."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import raykv
+from raykv.cli import main
+from tests.ray.conftest import ROOT
+
+pytestmark = pytest.mark.ray
+
+
+def test_up_status_down(ray_session, store_dir, capsys):
+    assert main(["up", "--name", "cli", "--nodes", "3", "--replicas", "3", "-r", "2", "-w", "2",
+                 "--data-dir", store_dir]) == 0
+    out = capsys.readouterr().out
+    assert "store 'cli'" in out and "n3" in out
+    raykv.connect("cli").put(b"k", b"v")
+    assert main(["status", "--name", "cli"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 nodes alive" in out and "N=3 R=2 W=2" in out
+    assert main(["down", "--name", "cli"]) == 0
+    assert "stopped" in capsys.readouterr().out
+    assert main(["status", "--name", "cli"]) == 1
+    assert "StoreNotFound" in capsys.readouterr().err
+
+
+def test_bench_dispatch_and_usage(capsys):
+    assert main(["bench"]) == 2
+    assert "usage: raykv bench {engine,cluster}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "cluster", "--help"])
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_demo_runs_end_to_end():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-m", "raykv.cli", "demo", "--keys", "1000", "--single", "50",
+                        "--during", "150"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr[-3000:]
+    assert "1000/1000 keys read back" in out
+    assert "150/150 writes acknowledged" in out
+    assert "hints delivered: yes" in out
+    assert "150/150 of those keys read back at R=N=3" in out
+    assert "ConflictError with siblings" in out and "apple,pear,plum" in out
+    assert "preference lists" in out and "ownership" in out
