@@ -147,7 +147,7 @@ class Coalescer:
     """
 
     def __init__(self, send_one: Callable, send_many: Callable, split: Callable, key_of: Callable, *,
-                 max_in_flight: int = 4, max_batch: int = 1000, max_pending: int = 100_000) -> None:
+                 max_in_flight: int = 2, max_batch: int = 1000, max_pending: int = 100_000) -> None:
         self.send_one, self.send_many, self.split, self.key_of = send_one, send_many, split, key_of
         self.max_in_flight, self.max_batch, self.max_pending = max_in_flight, max_batch, max_pending
         self._lock = threading.Lock()

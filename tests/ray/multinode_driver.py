@@ -124,6 +124,20 @@ def main():
         print("auto-join ok", [n.node_id for n in new_nodes])
         assert kv.get_many(list(data)) == data
         kv.shutdown()
+
+        # traffic-based scale-down: an idle store with autoscale drains one machine (min 2 machines)
+        small = raykv.start(name="scaled", nodes=3, replicas=2, read_quorum=1, write_quorum=2,
+                            data_dir=tempfile.mkdtemp(prefix="raykv-scaled-", dir=data_dir),
+                            autoscale={"up_ops": 1e9, "down_ops": 1e8, "min_machines": 2, "cooldown": 0})
+        sdata = {b"s%04d" % i: b"v" for i in range(300)}
+        small.put_many(sdata)
+        before = {n.ray_node_id for n in small.status().nodes}
+        assert len(before) == 3, before
+        st = wait_for(lambda: (lambda s: len(s.nodes) == 2 and s)(small.status()), 90, "one machine drained")
+        assert len({n.ray_node_id for n in st.nodes}) == 2
+        assert small.get_many(list(sdata)) == sdata
+        print("scale-down drain ok", [n.node_id for n in st.nodes])
+        small.shutdown()
     finally:
         ray.shutdown()
         cluster.shutdown()

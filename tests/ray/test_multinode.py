@@ -22,5 +22,6 @@ def test_three_storage_machines_replicas_spread_and_a_machine_loss_is_repaired()
                        capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
     out = p.stdout
     assert p.returncode == 0 and "ALL OK" in out, f"{out}\n{p.stderr[-5000:]}"
-    for line in ("placement ok", "distinct machines ok", "restarted elsewhere", "N copies restored", "auto-join ok"):
+    for line in ("placement ok", "distinct machines ok", "restarted elsewhere", "N copies restored", "auto-join ok",
+                 "scale-down drain ok"):
         assert line in out
