@@ -236,7 +236,10 @@ class StoreManager:
             if len(self.rec["nodes"]) - 1 < self.config.replicas:
                 raise InvalidArgument(f"removing {node_id!r} would leave fewer nodes than replicas "
                                       f"N={self.config.replicas}; add a node first")
-            h = self.nodes[node_id]
+            h = self.nodes.get(node_id)
+            if h is None:
+                raise NodeUnavailable(f"storage node {node_id!r} is down; restart it first (it re-opens its "
+                                      f"directory), then remove it so its ranges can be streamed away")
             await asyncio.wait_for(h.leave.remote(), timeout)
             await self._stop(h)
             del self.rec["nodes"][node_id]
@@ -246,6 +249,8 @@ class StoreManager:
     async def kill_node(self, node_id: str, restart: bool = False) -> None:
         """Kill a node's actor at once (no flush): a crash. ``restart=True`` lets Ray restart it at once
         (like a process crash); otherwise it stays down until ``restart_node``."""
+        if node_id not in self.nodes:
+            raise InvalidArgument(f"store {self.store!r} has no running node {node_id!r}")
         ray.kill(self.nodes[node_id], no_restart=not restart)
         if not restart:
             self.nodes.pop(node_id, None)
