@@ -188,6 +188,78 @@ def test_stats(backend):
     assert st["keys"] >= 200 * 0.5 and st["disk_bytes"] > 0
 
 
+# ------------------------------------------------------------------ model-based
+
+
+@pytest.mark.parametrize("kind", ["memory", "lsm"])
+def test_random_operations_match_a_model(kind, tmp_path):
+    """2,000 random data/hint/meta operations checked against dicts; the LSM backend is closed and
+    reopened along the way (over flushes and compactions forced by a tiny memtable)."""
+    if key_token is None:
+        pytest.skip("raykv.cluster.ring.key_token not importable yet")
+    rng = random.Random(17)
+    make = (lambda: _memory(tmp_path)) if kind == "memory" else (lambda: _lsm(tmp_path, memtable_bytes=8 * 1024))
+    b = make()
+    data: dict[bytes, list] = {}
+    hints: dict[tuple[str, bytes], list] = {}
+    meta: dict[str, bytes] = {}
+    keys = [b"key-%d" % i for i in range(300)]
+    counter = [0]
+
+    def fresh() -> list:
+        counter[0] += 1
+        out = [sib(rng.choice("abc"), counter[0], rng.choice([None, b"x" * rng.randrange(1, 200)]))]
+        if rng.random() < 0.3:
+            counter[0] += 1
+            out = sync(out, [sib(rng.choice("abc"), counter[0], b"y")])
+        return out
+
+    try:
+        for step in range(2000):
+            p = rng.random()
+            k = rng.choice(keys)
+            if p < 0.45:
+                data[k] = fresh()
+                b.put(k, data[k])
+            elif p < 0.55:
+                items = [(rng.choice(keys), fresh()) for _ in range(rng.randrange(1, 10))]
+                b.put_many(items)
+                data.update(items)
+            elif p < 0.65:
+                data.pop(k, None)
+                b.remove(k)
+            elif p < 0.78:
+                t = rng.choice(["n1", "n2", "n10"])
+                new = fresh()
+                hints[(t, k)] = sync(hints.get((t, k), []), new)
+                b.add_hint(t, k, new)
+            elif p < 0.85:
+                t = rng.choice(["n1", "n2", "n10"])
+                hints.pop((t, k), None)
+                b.remove_hint(t, k)
+            elif p < 0.88:
+                name = rng.choice(["ring", "id", "epoch"])
+                meta[name] = b"%d" % step
+                b.meta_put(name, meta[name])
+            elif p < 0.98:
+                assert b.get(k) == data.get(k, [])
+            else:
+                lo, hi = rng.randrange(1 << 64), rng.randrange(1 << 64)
+                got = list(b.iter_range(lo, hi))
+                assert [x for x, _ in got] == ring_order(lo, hi, data)
+                assert all(v == data[x] for x, v in got)
+            if step % 500 == 499:
+                assert dict(b.iter_range(0, 0)) == data
+                assert {(t, x): v for t, x, v in b.iter_hints()} == hints
+                assert b.hint_count() == len(hints)
+                assert all(b.meta_get(n) == v for n, v in meta.items())
+                if kind == "lsm":
+                    b.close()
+                    b = make()
+    finally:
+        b.close()
+
+
 # ------------------------------------------------------------------ LSM only
 
 
