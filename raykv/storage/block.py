@@ -17,6 +17,13 @@ from itertools import accumulate
 
 import zstandard
 
+try:  # optional: the fastest decompressor (~10 GB/s vs ~1.2 GB/s for zstd at level 1 on 4 KiB blocks)
+    import lz4.block as _lz4
+except ImportError:  # pragma: no cover - lz4 is installed with raykv; fall back to zstd
+    _lz4 = None
+
+DEFAULT_COMPRESSION = "lz4" if _lz4 is not None else "zstd"
+
 from raykv.errors import CorruptionError
 from raykv.storage import format as F
 
@@ -45,6 +52,10 @@ def seal(payload: bytes, codec: int) -> bytes:
         c = _zstd_c().compress(payload)
         if len(c) < len(payload) - len(payload) // F.MIN_COMPRESSION_GAIN:
             stored, used = c, codec
+    elif codec == F.CODEC_LZ4:
+        c = _lz4.compress(payload)
+        if len(c) < len(payload) - len(payload) // F.MIN_COMPRESSION_GAIN:
+            stored, used = c, codec
     elif codec == F.CODEC_ZLIB:
         c = zlib.compress(payload, F.ZLIB_LEVEL)
         if len(c) < len(payload) - len(payload) // F.MIN_COMPRESSION_GAIN:
@@ -65,6 +76,10 @@ def unseal(raw: bytes, path: str, offset: int) -> bytes:
     try:
         if codec == F.CODEC_NONE:
             return stored
+        if codec == F.CODEC_LZ4:
+            if _lz4 is None:
+                raise RuntimeError("block is lz4-compressed but the lz4 package is not installed")
+            return _lz4.decompress(stored)
         if codec == F.CODEC_ZSTD:
             return _zstd_d().decompress(stored)
         if codec == F.CODEC_ZLIB:

@@ -24,6 +24,7 @@ from bisect import bisect_left
 from typing import Callable, Iterable, Iterator
 
 from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, Overloaded, RayKVError
+from raykv.storage import block as B
 from raykv.storage import compaction as C
 from raykv.storage import format as F
 from raykv.storage import manifest as M
@@ -108,7 +109,7 @@ class LSMStore:
     """
 
     def __init__(self, path: str, fsync: str = "batch", memtable_bytes: int = 4 << 20,
-                 cache_bytes: int = 8 << 20, compression: str = "zstd", *,
+                 cache_bytes: int = 8 << 20, compression: str = B.DEFAULT_COMPRESSION, *,
                  block_bytes: int = F.DEFAULT_BLOCK_BYTES, bloom_bits_per_key: int = F.BLOOM_BITS_PER_KEY,
                  clock: Callable[[], float] = time.time, max_immutable: int = 2,
                  l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
@@ -118,6 +119,8 @@ class LSMStore:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         if compression not in F.CODECS:
             raise InvalidArgument(f"compression must be one of {sorted(F.CODECS)}, got {compression!r}")
+        if compression == "lz4" and B.DEFAULT_COMPRESSION != "lz4":
+            raise InvalidArgument("compression='lz4' needs the lz4 package (pip install lz4); use 'zstd'")
         for name, v in (("memtable_bytes", memtable_bytes), ("block_bytes", block_bytes),
                         ("max_immutable", max_immutable), ("l0_trigger", l0_trigger)):
             if not isinstance(v, int) or v <= 0:

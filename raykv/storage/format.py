@@ -56,7 +56,8 @@ BLOCK_TRAILER_SIZE = BLOCK_TRAILER.size     # 5
 CODEC_NONE = 0
 CODEC_ZLIB = 1
 CODEC_ZSTD = 2
-CODECS = {"none": CODEC_NONE, "zlib": CODEC_ZLIB, "zstd": CODEC_ZSTD}
+CODEC_LZ4 = 3                               # lz4 block format with its 4-byte uncompressed-size prefix
+CODECS = {"none": CODEC_NONE, "zlib": CODEC_ZLIB, "zstd": CODEC_ZSTD, "lz4": CODEC_LZ4}
 ZLIB_LEVEL = 1
 ZSTD_LEVEL = 1
 MIN_COMPRESSION_GAIN = 8                    # store raw unless compression saves >= 1/8

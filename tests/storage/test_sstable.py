@@ -34,7 +34,7 @@ def _build(path, entries, codec=F.CODEC_ZSTD, block_bytes=512, bulk=False):
     return b.finish()
 
 
-@pytest.mark.parametrize("codec", [F.CODEC_NONE, F.CODEC_ZLIB, F.CODEC_ZSTD])
+@pytest.mark.parametrize("codec", [F.CODEC_NONE, F.CODEC_ZLIB, F.CODEC_ZSTD, F.CODEC_LZ4])
 @pytest.mark.parametrize("bulk", [False, True])
 def test_roundtrip(tmp_path, codec, bulk):
     entries = _entries()
@@ -60,7 +60,8 @@ def test_compression_shrinks_blocks(tmp_path):
     raw = _build(tmp_path / "a.sst", entries, F.CODEC_NONE).size
     z = _build(tmp_path / "b.sst", entries, F.CODEC_ZSTD).size
     zl = _build(tmp_path / "c.sst", entries, F.CODEC_ZLIB).size
-    assert z < raw / 3 and zl < raw / 3
+    lz = _build(tmp_path / "d.sst", entries, F.CODEC_LZ4).size
+    assert z < raw / 3 and zl < raw / 3 and lz < raw / 3
 
 
 def _block_spans(path):
@@ -87,7 +88,7 @@ def _read_everything(path):
         r.close()
 
 
-@pytest.mark.parametrize("codec", [F.CODEC_NONE, F.CODEC_ZSTD])
+@pytest.mark.parametrize("codec", [F.CODEC_NONE, F.CODEC_ZSTD, F.CODEC_LZ4])
 def test_flipped_bit_in_any_block_is_detected(tmp_path, codec):
     entries = _entries(300, seed=3)
     path = tmp_path / "t.sst"
