@@ -81,6 +81,11 @@ def scores(levels: list[list[FileInfo]], policy: Policy) -> list[float]:
     return out
 
 
+def _disjoint(files: list[FileInfo]) -> bool:
+    ordered = sorted(files, key=lambda f: f.smallest)
+    return all(a.largest < b.smallest for a, b in zip(ordered, ordered[1:]))
+
+
 def _is_bottom(levels: list[list[FileInfo]], output_level: int, lo: bytes, hi: bytes) -> bool:
     return not any(overlapping(levels[lv], lo, hi) for lv in range(output_level + 1, len(levels)))
 
@@ -119,7 +124,10 @@ def pick(levels: list[list[FileInfo]], policy: Policy,
     if over:
         lo, hi = min(lo, over[0].smallest), max(hi, over[-1].largest)
     bottom = _is_bottom(padded, out_level, lo, hi)
-    trivial = level > 0 and len(inputs) == 1 and not over
+    # re-level without rewriting when nothing in the next level overlaps and the inputs are disjoint
+    # (one table of level k >= 1; or level-0 tables that do not overlap each other, as sequential
+    # inserts produce: LevelDB moves one such table, we move them all)
+    trivial = not over and _disjoint(inputs)
     return Task(level, inputs, out_level, over, bottom, trivial,
                 reason=f"level {level} score {sc[level]:.2f}")
 

@@ -27,6 +27,16 @@ def test_level0_trigger_merges_all_l0_with_overlapping_l1():
     assert t.bottom and not t.trivial_move
 
 
+def test_disjoint_level0_tables_move_without_rewrite():
+    l0 = [f(4, b"m", b"p"), f(3, b"i", b"l"), f(2, b"e", b"h"), f(1, b"a", b"d")]   # sequential inserts
+    t = C.pick([l0, [f(9, b"q", b"z")], [], []], P)
+    assert t.trivial_move and t.output_level == 1 and len(t.inputs) == 4
+    t = C.pick([l0, [f(9, b"k", b"z")], [], []], P)                                # overlaps level 1
+    assert not t.trivial_move
+    t = C.pick([l0[:3] + [f(1, b"a", b"f")], [], [], []], P)                        # overlap inside L0
+    assert not t.trivial_move
+
+
 def test_not_bottom_when_deeper_level_overlaps():
     l0 = [f(n, b"a", b"c") for n in range(10, 14)]
     t = C.pick([l0, [], [f(1, b"b", b"b")], []], P)
