@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     except RayKVError as e:
         print(f"raykv: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except ConnectionError as e:
+        print(f"raykv: cannot reach a Ray cluster ({e}); start one with `ray start --head` "
+              f"or pass --address", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

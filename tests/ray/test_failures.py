@@ -107,6 +107,8 @@ def test_two_nodes_down_writes_at_w3_go_through_sloppy_quorum_and_hints_reach_th
     st = kv.status()
     assert sorted(n.node_id for n in st.nodes if not n.alive) == down
     assert hints_pending(kv) > 0, "the fallbacks should hold hints for the dead replicas"
+    with pytest.raises(raykv.NodeUnavailable, match="'n2' is down; restart it first"):
+        kv.remove_node("n2")
 
     for nid in down:
         ray.get(mgr.restart_node.remote(nid))
