@@ -12,7 +12,6 @@ import struct
 import sys
 import threading
 import zlib
-from bisect import bisect_left
 from itertools import accumulate
 
 import zstandard

@@ -448,15 +448,8 @@ class LSMStore:
                 return
 
     def _save(self, encoded: bytes) -> None:
-        """Atomic manifest replacement from an already-encoded snapshot (see manifest.save)."""
-        final = self._file(F.MANIFEST_NAME)
-        tmp = final + F.TMP_SUFFIX
-        with open(tmp, "wb") as f:
-            f.write(encoded)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        M.fsync_dir(self.path)
+        """Atomic manifest replacement (a method so tests can simulate a crash before it lands)."""
+        M.save_encoded(self.path, encoded)
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:

@@ -82,10 +82,15 @@ def decode(data: bytes, path: str) -> ManifestState:
 
 def save(dirpath: str, state: ManifestState) -> None:
     """Atomically replace the manifest (temp + fsync + rename + fsync dir). Cost O(number of tables)."""
+    save_encoded(dirpath, encode(state))
+
+
+def save_encoded(dirpath: str, encoded: bytes) -> None:
+    """``save`` of an already-encoded state (the engine encodes under its lock, saves outside it)."""
     final = os.path.join(dirpath, F.MANIFEST_NAME)
     tmp = final + F.TMP_SUFFIX
     with open(tmp, "wb") as f:
-        f.write(encode(state))
+        f.write(encoded)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
