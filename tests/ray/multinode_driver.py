@@ -90,7 +90,7 @@ def main():
         cluster.remove_node(victim)
         for n in lost:                      # the machine's disk is gone with it
             shutil.rmtree(os.path.join(data_dir, n), ignore_errors=True)
-        time.sleep(8.0)
+        time.sleep(5.0)
         stop.set()
         t.join()
         print(f"during removal: {len(acked)} writes acked, {len(errors)} errors {errors[:3]}")

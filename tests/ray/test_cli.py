@@ -39,13 +39,13 @@ def test_bench_dispatch_and_usage(capsys):
 def test_demo_runs_end_to_end():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
-    p = subprocess.run([sys.executable, "-m", "raykv.cli", "demo", "--keys", "1000", "--single", "50",
-                        "--during", "150"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    p = subprocess.run([sys.executable, "-m", "raykv.cli", "demo", "--keys", "1000", "--single", "30",
+                        "--during", "100"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     out = p.stdout
     assert p.returncode == 0, out + p.stderr[-3000:]
     assert "1000/1000 keys read back" in out
-    assert "150/150 writes acknowledged" in out
+    assert "100/100 writes acknowledged" in out
     assert "hints delivered: yes" in out
-    assert "150/150 of those keys read back at R=N=3" in out
+    assert "100/100 of those keys read back at R=N=3" in out
     assert "ConflictError with siblings" in out and "apple,pear,plum" in out
     assert "preference lists" in out and "ownership" in out
