@@ -151,7 +151,10 @@ class StoreManager:
                 opts = {"scheduling_strategy": strategy} if strategy else {}
                 self.coords[m] = CoordinatorActor.options(
                     name=coord_name(self.store, m), namespace=NAMESPACE, lifetime="detached",
-                    get_if_exists=True, **opts).remote(self.store, self.config, list(self.rec["nodes"]))
+                    get_if_exists=True, **opts).remote(self.store, self._coord_config(m), list(self.rec["nodes"]))
+
+    def _coord_config(self, machine: str) -> StoreConfig:
+        return coordinator_config(self.config, self.rec["nodes"], machine)
 
     async def _watch(self) -> None:
         while True:
@@ -306,6 +309,15 @@ class StoreManager:
             ray.kill(c, no_restart=True)
         self.nodes.clear()
         self.coords.clear()
+
+
+def coordinator_config(config: StoreConfig, nodes: dict, machine: str) -> StoreConfig:
+    """The config for the coordinator on ``machine``: its ``local_datacenter`` (for ``local_quorum``) is the
+    datacenter of the storage nodes on that machine when they all share one and the store did not fix it."""
+    dcs = {e["datacenter"] for e in nodes.values() if e["machine"] == machine} - {None}
+    if config.local_datacenter is None and len(dcs) == 1:
+        return config.with_(local_datacenter=dcs.pop())
+    return config
 
 
 def _ring_members(coord_status: dict) -> set:

@@ -43,3 +43,18 @@ def test_rate_comes_from_cumulative_coordinator_counters(monkeypatch):
     assert s.rate == 15_000
     assert calls[-1] == {"bundles": [{"raykv_storage": 0.5}] * 8}
     assert s.step(st(10_000, 5_000), 8, now=2.0) == 7      # idle now: shrink
+
+
+def test_each_coordinator_takes_the_datacenter_of_its_machine():
+    from raykv.actors.manager import coordinator_config
+    from raykv.cluster.config import StoreConfig
+    nodes = {"n1": {"machine": "A", "datacenter": "us"}, "n2": {"machine": "A", "datacenter": "us"},
+             "n3": {"machine": "B", "datacenter": "eu"}, "n4": {"machine": "C", "datacenter": "us"},
+             "n5": {"machine": "C", "datacenter": "eu"}, "n6": {"machine": "D", "datacenter": None}}
+    cfg = StoreConfig(replicas=3, dc_replicas={"us": 2, "eu": 1})
+    assert coordinator_config(cfg, nodes, "A").local_datacenter == "us"
+    assert coordinator_config(cfg, nodes, "B").local_datacenter == "eu"
+    assert coordinator_config(cfg, nodes, "C").local_datacenter is None      # mixed machine: no guess
+    assert coordinator_config(cfg, nodes, "D").local_datacenter is None
+    fixed = cfg.with_(local_datacenter="eu")
+    assert coordinator_config(fixed, nodes, "A").local_datacenter == "eu"    # the store's choice wins
