@@ -31,7 +31,7 @@ from raykv.storage import manifest as M
 from raykv.storage import wal as W
 from raykv.storage.bloom import key_hash
 from raykv.storage.cache import BlockCache
-from raykv.storage.iterators import compaction_columns, live, memtable_entries, merge, newest
+from raykv.storage.iterators import compaction_columns, live_sortable, memtable_sortable
 from raykv.storage.memtable import Memtable
 from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
 
@@ -77,14 +77,14 @@ class Version:
         return None
 
     def sources(self, start: bytes | None, end: bytes | None) -> list[Iterable]:
-        """One entry stream per L0 table and one per deeper level (its tables chained), for a scan."""
+        """One sortable stream per L0 table and one per deeper level (its tables chained), for a scan."""
         hi_ok = (lambda r: True) if end is None else (lambda r: r.smallest < end)
         lo_ok = (lambda r: True) if start is None else (lambda r: r.largest >= start)
-        out: list[Iterable] = [r.iter(start, end) for r in self.l0 if hi_ok(r) and lo_ok(r)]
+        out: list[Iterable] = [r.iter_sortable(start, end, True) for r in self.l0 if hi_ok(r) and lo_ok(r)]
         for _, readers in self.deeper:
             chosen = [r for r in readers if hi_ok(r) and lo_ok(r)]
             if chosen:
-                out.append(itertools.chain.from_iterable(r.iter(start, end) for r in chosen))
+                out.append(itertools.chain.from_iterable(r.iter_sortable(start, end, True) for r in chosen))
         return out
 
 
@@ -390,10 +390,10 @@ class LSMStore:
             snap = self._mem.snapshot(start, end)
             imm = self._imm
             version = self._version
-        sources = [memtable_entries(snap)]
-        sources += [memtable_entries(m.items(start, end)) for m in reversed(imm)]
+        sources = [memtable_sortable(snap)] if snap else []
+        sources += [memtable_sortable(m.items(start, end)) for m in reversed(imm)]
         sources += version.sources(start, end)
-        return live(newest(merge(sources)), self._clock())
+        return live_sortable(sources, self._clock())
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None

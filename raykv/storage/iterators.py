@@ -1,9 +1,11 @@
 """Composable iterators over (key, seq, value|None, expire_at) entries: merge, newest-wins, live-only.
 
 Reference: LevelDB ``table/merger.cc`` (k-way merge) and ``db/db_iter.cc`` (hide shadowed
-versions and deletions). Every stage is a plain generator, so scan and compaction compose
-the same pieces: ``live(newest(merge(sources)), now)`` for reads; compaction uses the same
-newest-wins rule on sortable tuples (``compaction_columns``), which needs no key function.
+versions and deletions). Every stage is a plain generator: ``live(newest(merge(sources)), now)``
+over (key, seq, value|None, expire_at) entries is the reference pipeline. The engine runs the
+same rules over *sortable* tuples (key, -seq, value|b"", kind, expire_at), which order correctly
+under plain tuple comparison so ``heapq.merge`` needs no key function: ``live_sortable`` for
+scans, ``compaction_columns`` for compaction (tests check both against the reference).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterable, Iterator
 
-from raykv.storage.format import KIND_DELETE
+from raykv.storage.format import KIND_DELETE, KIND_PUT
 
 Entry = tuple  # (key, seq, value|None, expire_at)
 
@@ -45,6 +47,33 @@ def live(entries: Iterable[Entry], now: float) -> Iterator[tuple[bytes, bytes]]:
     for k, _seq, v, exp in entries:
         if v is not None and (not exp or exp > now):
             yield k, v
+
+
+def live_sortable(sources: list[Iterable[tuple]], now: float) -> Iterator[tuple[bytes, bytes]]:
+    """The scan pipeline fused for speed over *sortable* streams ((key, -seq, value, kind,
+    expire_at), see ``TableReader.iter_sortable``): merge with plain tuple comparison (no key
+    function), keep the newest version of each key, hide tombstones and entries expired at ``now``.
+    Equivalent to ``live(newest(merge(...)))`` on the plain entry form."""
+    merged = heapq.merge(*sources) if len(sources) > 1 else iter(sources[0]) if sources else iter(())
+    last = None
+    delete = KIND_DELETE
+    for k, _nseq, v, kind, e in merged:
+        if k == last:
+            continue
+        last = k
+        if kind == delete or (e and e <= now):
+            continue
+        yield k, v
+
+
+def memtable_sortable(pairs: Iterable[tuple[bytes, tuple]]) -> Iterator[tuple]:
+    """Adapt memtable (key, (seq, value|None, exp)) pairs to sortable tuples."""
+    put, delete = KIND_PUT, KIND_DELETE
+    for k, (seq, v, exp) in pairs:
+        if v is None:
+            yield k, -seq, b"", delete, exp
+        else:
+            yield k, -seq, v, put, exp
 
 
 def memtable_entries(pairs: Iterable[tuple[bytes, tuple]]) -> Iterator[Entry]:

@@ -262,14 +262,24 @@ class TableReader:
             return None
         return self._block(i).find(key)
 
-    def iter_sortable(self) -> Iterator[tuple[bytes, int, bytes, int, float]]:
-        """(key, -seq, value or b"" for a delete, kind, expire_at) of every entry, bypassing the cache:
-        tuples that order correctly by plain comparison (newest version of a key first) and never
-        compare None, so ``heapq.merge`` needs no key function (the compaction input path)."""
+    def iter_sortable(self, start: bytes | None = None, end: bytes | None = None,
+                      fill_cache: bool = False) -> Iterator[tuple[bytes, int, bytes, int, float]]:
+        """(key, -seq, value or b"" for a delete, kind, expire_at) for start <= key < end: tuples that
+        order correctly by plain comparison (newest version of a key first) and never compare None,
+        so ``heapq.merge`` needs no key function (the scan and compaction input path)."""
         neg = operator.neg
-        for i in range(len(self.index_keys)):
-            blk = self._block(i, fill_cache=False)
-            yield from zip(blk.keys(), map(neg, blk.seqs), blk.values(raw=True), blk.kinds, blk.exps)
+        i = 0 if start is None else bisect_left(self.index_keys, start)
+        n = len(self.index_keys)
+        while i < n:
+            blk = self._block(i, fill_cache)
+            keys = blk.keys()
+            j = 0 if start is None else bisect_left(keys, start)
+            stop = len(keys) if end is None else bisect_left(keys, end)
+            yield from zip(keys[j:stop], map(neg, blk.seqs[j:stop]), blk.values(j, stop, raw=True),
+                           blk.kinds[j:stop], blk.exps[j:stop])
+            if stop < len(keys):
+                return
+            i += 1
 
     def iter(self, start: bytes | None = None, end: bytes | None = None,
              fill_cache: bool = True) -> Iterator[tuple[bytes, int, bytes | None, float]]:

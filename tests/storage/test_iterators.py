@@ -34,3 +34,30 @@ def test_compaction_columns_are_chunked():
     cols = list(compaction_columns([run], now=0.0, bottom=True, chunk=4))
     assert [len(c[0]) for c in cols] == [4, 4, 2]
     assert [k for c in cols for k in c[0]] == [b"k%03d" % i for i in range(10)]
+
+
+def test_sortable_pipelines_agree_with_the_reference_pipeline():
+    import random
+    from raykv.storage.iterators import live_sortable
+    rnd = random.Random(11)
+    seq = 0
+    for _ in range(200):
+        runs = []
+        for _ in range(rnd.randrange(1, 5)):
+            keys = sorted(rnd.sample([b"k%02d" % i for i in range(30)], rnd.randrange(0, 20)))
+            run = []
+            for k in keys:
+                seq += 1
+                v = None if rnd.random() < 0.3 else rnd.randbytes(rnd.randrange(0, 4))
+                run.append((k, seq, v, rnd.choice([0.0, 0.0, 5.0, 15.0])))
+            runs.append(run)
+        now = 10.0
+        reference = list(live(newest(merge(runs)), now))
+        assert list(live_sortable([_sortable(r) for r in runs], now)) == reference
+        for bottom in (False, True):
+            cols = list(compaction_columns([_sortable(r) for r in runs], now, bottom, chunk=7))
+            flat = [(k, s, v, e) for ks, ss, vs, es in cols for k, s, v, e in zip(ks, ss, vs, es)]
+            expect = list(newest(merge(runs)))
+            if bottom:
+                expect = [x for x in expect if x[2] is not None and not (x[3] and x[3] <= now)]
+            assert flat == expect
