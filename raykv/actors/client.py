@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from typing import Any, Callable
 
 import ray
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover
     ActorUnavailableError = RayActorError
 
 _RETRYABLE = (RayActorError, ActorUnavailableError)
+RETRY_FOR = 15.0          # seconds a request keeps retrying while every coordinator is down
 
 
 def get_manager(store: str):
@@ -87,24 +89,47 @@ class StoreClient:
         return list(self.coordinators)
 
     def call(self, method: str, *args, timeout: float | None = None, **kwargs) -> Any:
-        """Blocking coordinator call with failover to the next coordinator when one died."""
-        last = None
-        for h in self._order():
-            try:
-                return rget(getattr(h, method).remote(*args, **kwargs), timeout=timeout)
-            except _RETRYABLE as e:
-                last = e
-        raise NodeUnavailable(f"no coordinator of store {self.store!r} answered {method!r} ({type(last).__name__}); "
-                              f"check `raykv status --name {self.store}`")
+        """Blocking coordinator call with failover: the next coordinator when one died, and while every
+        coordinator is down (restarting), retries with backoff for up to ``RETRY_FOR`` seconds.
+        A retried write may have run once already: it then leaves an identical sibling, which reads collapse."""
+        deadline = time.monotonic() + RETRY_FOR
+        delay, last = 0.1, None
+        while True:
+            for h in self._order():
+                try:
+                    return rget(getattr(h, method).remote(*args, **kwargs), timeout=timeout)
+                except _RETRYABLE as e:
+                    last = e
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+            self._try_refresh()
+        raise NodeUnavailable(f"no coordinator of store {self.store!r} answered {method!r} "
+                              f"({type(last).__name__}) for {RETRY_FOR}s; check `raykv status --name {self.store}`")
 
     async def acall(self, method: str, *args, **kwargs) -> Any:
-        last = None
-        for h in self._order():
-            try:
-                return await rawait(getattr(h, method).remote(*args, **kwargs))
-            except _RETRYABLE as e:
-                last = e
-        raise NodeUnavailable(f"no coordinator of store {self.store!r} answered {method!r} ({type(last).__name__})")
+        deadline = time.monotonic() + RETRY_FOR
+        delay, last = 0.1, None
+        while True:
+            for h in self._order():
+                try:
+                    return await rawait(getattr(h, method).remote(*args, **kwargs))
+                except _RETRYABLE as e:
+                    last = e
+            if time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+            self._try_refresh()
+        raise NodeUnavailable(f"no coordinator of store {self.store!r} answered {method!r} "
+                              f"({type(last).__name__}) for {RETRY_FOR}s")
+
+    def _try_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception:   # the manager may be restarting too; keep the handles we have
+            pass
 
     def admin(self, method: str, *args, timeout: float | None = None, **kwargs) -> Any:
         return rget(getattr(self.manager, method).remote(*args, **kwargs), timeout=timeout)

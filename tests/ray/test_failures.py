@@ -1,4 +1,5 @@
-"""Failures on real Ray: SIGKILLed storage actors mid workload, nodes down with sloppy quorum and hinted handoff."""
+"""Failures on real Ray: SIGKILLed storage actors (and coordinator) mid workload, nodes down with sloppy quorum
+and hinted handoff."""
 
 import os
 import signal
@@ -69,6 +70,13 @@ def test_sigkilled_storage_actors_lose_no_acknowledged_write(ray_session, store_
                            what=f"{victim} restarted by Ray")
             assert new != old
             wait_for(lambda: len(acked) > before + 50, 30, what=f"writes continuing around {victim}")
+        # the (only) coordinator too: the facade retries until Ray has restarted it
+        coord = kv._client.coordinators[0]
+        old = ray.get(coord.status.remote())["pid"]
+        before = len(acked)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: len(acked) > before + 50, 60, what="writes continuing after the coordinator crash")
+        assert ray.get(coord.status.remote())["pid"] != old
         time.sleep(1.0)
     finally:
         stop.set()
