@@ -139,4 +139,13 @@ def test_two_nodes_down_writes_at_w3_go_through_sloppy_quorum_and_hints_reach_th
         checked += 1
     assert checked > 10
     assert kv.get_many(list(data), consistency="all") == data
+
+    for nid in ("n1", "n2", "n3", "n4"):          # one node left: no quorum of 2 can be reached
+        ray.get(mgr.kill_node.remote(nid))
+    with pytest.raises(raykv.QuorumNotReached, match=r"put: only [01] of 3 replicas answered, 2 required") as e:
+        kv.put(b"s0001", b"new", w=2)
+    assert e.value.acked < 2 and (e.value.required, e.value.asked) == (2, 3)
+    assert "consistency='one'" in str(e.value)
+    with pytest.raises(raykv.QuorumNotReached, match=r"required"):
+        kv.get(b"s0001", r=3)
     kv.shutdown()
