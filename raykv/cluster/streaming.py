@@ -12,8 +12,8 @@ loses nothing: the sources keep their data, the node restarts as ``joining``
 
 Leave: a node declares ``leaving`` (still a replica for reads), pushes every
 arc of ``movement_plan(read ring, read ring - me)`` to its new owner in pages,
-and declares ``left`` only when every push was acknowledged; otherwise it
-retries on the next tick. Residual races (a write that reached only the old
+hands every hint it holds to another up node, and declares ``left`` only when
+every push was acknowledged; otherwise it retries on the next tick. Residual races (a write that reached only the old
 owners while gossip was spreading) are closed by anti-entropy between the new
 replicas. Sources keep their copies (no handoff deletion yet): they become
 garbage, never a loss.
@@ -112,5 +112,29 @@ async def leave(node: "StorageNode") -> bool:
             node.counters["streamed_out"] += await push_arc(node, t.target, t.lo, t.hi)
         except RayKVError:
             return False
+    if not await hand_over_hints(node, new):
+        return False
     node.declare("left")
+    return True
+
+
+async def hand_over_hints(node: "StorageNode", ring) -> bool:
+    """Give every hint we hold to another up node (the first of the key's replicas in ``ring`` that is not us),
+    as a hint for the same target, or as plain data when that node is the target; True when none is left."""
+    m, now = node.membership, node.transport.now()
+    n, dcr = node.config.replicas, node.config.dc_replicas
+    for target, key, sibs in list(node.backend.iter_hints()):
+        heirs = [r for r in ring.preference_list(key, n, dcr) + ring.fallbacks(key, n, set(), dcr)
+                 if r != node.node_id and m.is_up(r, now)]
+        for heir in heirs:
+            try:
+                acks = await node.transport.call(heir, "put_batch", [(key, sibs, target)],
+                                                 timeout=node.config.request_timeout)
+            except RayKVError:
+                continue
+            if all(acks):
+                node.backend.remove_hint(target, key)
+                break
+        else:
+            return False
     return True

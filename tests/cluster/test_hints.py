@@ -104,3 +104,21 @@ def test_hints_for_a_node_that_left_go_to_the_current_replicas():
         assert all(sim.backends[n].get(b"orphan") for n in ring.preference_list(b"orphan", 3))
     _run(sim, main())
     sim.close()
+
+
+def test_a_leaving_node_hands_its_hints_over():
+    sim = Simulation(seed=6, nodes=5, config=SIM_CONFIG.with_(anti_entropy_interval=1e9))
+
+    async def main():
+        await sim.boot()
+        sim.crash("n1")                                     # the hint's target is down
+        await sim.wait_until(lambda: not sim.nodes["n3"].membership.is_up("n1", sim.nodes["n3"].transport.now()), 30)
+        sim.nodes["n3"].backend.add_hint("n1", b"k", [sib("c", 1, b"x")])
+        await sim.leave("n3")
+        assert sim.backends["n3"].hint_count() == 0
+        assert sum(b.hint_count() for b in sim.backends.values()) == 1   # someone else holds it now
+        sim.restart("n1")
+        assert await sim.wait_until(lambda: sim.hints_pending() == 0, 30)
+        assert [s.value for s in sim.backends["n1"].get(b"k")] == [b"x"]
+    _run(sim, main())
+    sim.close()
