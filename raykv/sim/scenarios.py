@@ -243,8 +243,8 @@ def run_bounded_siblings(seed: int, *, rmw: int = 1000, writers: int = 3, skew: 
 
 # ---------------------------------------------------------------- 6. join and leave
 def run_join_leave(seed: int, *, keys: int = 40, skew: float = 0.0) -> dict:
-    """Writers keep writing while one node joins and another leaves; nothing acknowledged is lost and the
-    final ring is balanced (each member owns within 2x of the mean, at the sim's 16 tokens per node)."""
+    """Writers keep writing while one node joins (crashing mid-stream in half the seeds) and another leaves;
+    nothing acknowledged is lost and the final ring is balanced (each member owns within 2x of the mean, at the sim's 16 tokens per node)."""
     sim = _sim(seed, skew)
     rng = random.Random(seed * 7 + 6)
     c = sim.coordinator("c0")
@@ -263,6 +263,11 @@ def run_join_leave(seed: int, *, keys: int = 40, skew: float = 0.0) -> dict:
     async def membership():
         await asyncio.sleep(rng.uniform(0.2, 1.0))
         sim.add_node("n5")
+        if rng.random() < 0.5:                       # crash the newcomer mid-stream; it restarts and re-streams
+            await asyncio.sleep(rng.uniform(0.1, 1.0))
+            sim.crash("n5")
+            await asyncio.sleep(rng.uniform(0.1, 1.0))
+            sim.restart("n5")
         await asyncio.sleep(rng.uniform(0.5, 1.5))
         leaver = rng.choice(["n1", "n2", "n3"])
         await sim.leave(leaver)
