@@ -214,7 +214,9 @@ class StoreManager:
                 sts = await asyncio.gather(*(h.status.remote() for h in self.nodes.values()))
                 cs = await asyncio.gather(*(c.status.remote() for c in self.coords.values()))
                 last = cs
-                if all(_ring_members(c) >= want for c in cs) and all(s.get("start_error") is None for s in sts):
+                failed = {s["node_id"] for s in sts if s.get("open_error")}   # reported by status(), not fatal
+                if all(_ring_members(c) >= want - failed for c in cs) and \
+                        all(s.get("start_error") is None for s in sts):
                     return {"nodes": len(sts), "coordinators": len(cs)}
             except Exception as e:
                 last = e

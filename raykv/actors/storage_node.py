@@ -27,7 +27,7 @@ import ray
 from raykv.actors.metrics import Metrics
 from raykv.actors.names import node_name
 from raykv.actors.transport import RayTransport
-from raykv.errors import InvalidArgument, NodeUnavailable
+from raykv.errors import InvalidArgument, NodeUnavailable, RayKVError
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,25 @@ class StorageNodeActor:
 
         self.store, self.node_id, self.config = store, node_id, config
         self.path = os.path.join(data_dir, node_id)
+        self.ray_node_id = ray.get_runtime_context().get_node_id()
+        self.started_at = time.time()
+        self.open_error: RayKVError | None = None
         os.makedirs(self.path, exist_ok=True)
         opts = {"fsync": config.fsync, "memtable_bytes": config.memtable_bytes, "cache_bytes": config.cache_bytes}
         opts.update(lsm_opts or {})
-        self.backend = LSMBackend(self.path, **opts)
-        self.ray_node_id = ray.get_runtime_context().get_node_id()
+        try:
+            self.backend = LSMBackend(self.path, **opts)
+        except RayKVError as e:
+            # e.g. CorruptionError(path, offset): stay up so status() can say which file and where; every
+            # RPC fails with this error (peers route around us); a restart tries again.
+            log.error("storage node %s cannot open %s: %s", node_id, self.path, e)
+            self.open_error = e
+            return
         self.transport = RayTransport(store)
         self.node = StorageNode(node_id, self.backend, self.transport, config, weight=weight,
                                 datacenter=datacenter, host=self.ray_node_id, seeds=list(seeds),
                                 rng=random.Random())
         self.metrics = Metrics(store, "node", node_id)
-        self.started_at = time.time()
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
@@ -88,6 +96,8 @@ class StorageNodeActor:
 
     async def call(self, method: str, *args):
         """Transport entry point: ``await node.rpc_<method>(*args)``."""
+        if self.open_error is not None:
+            raise self.open_error
         if method not in UNGATED and not self.ready.is_set():
             try:
                 await asyncio.wait_for(self.ready.wait(), self.config.request_timeout)
@@ -104,6 +114,11 @@ class StorageNodeActor:
 
     async def status(self) -> dict:
         """The node's ``rpc_status()`` plus where it runs (actor name, Ray node id, pid, path)."""
+        if self.open_error is not None:
+            return {"node_id": self.node_id, "alive": False, "status": "failed", "error": str(self.open_error),
+                    "actor_name": node_name(self.store, self.node_id), "ray_node_id": self.ray_node_id,
+                    "pid": os.getpid(), "path": self.path, "keys": None, "disk_bytes": None,
+                    "hints_pending": None, "open_error": str(self.open_error)}
         st = dict(await self.node.rpc_status())
         st.update(actor_name=node_name(self.store, self.node_id), ray_node_id=self.ray_node_id,
                   pid=os.getpid(), path=self.path, started_at=self.started_at,
@@ -112,11 +127,15 @@ class StorageNodeActor:
 
     async def leave(self) -> None:
         """Hand every range to its new owners and leave the ring (``rpc_leave``); returns when done."""
+        if self.open_error is not None:
+            raise self.open_error
         await self.ready.wait()
         await self.node.rpc_leave()
 
     async def close(self) -> None:
         """Stop ticking and close the backend (flush); used by an orderly shutdown before ``ray.kill``."""
+        if self.open_error is not None:
+            return
         self._loop_task.cancel()
         try:
             self.backend.close()

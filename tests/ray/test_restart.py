@@ -70,3 +70,32 @@ except raykv.StoreNotFound as e:
     assert "nodes 3" in out and "notfound no raykv store named 'not-here'" in out
     assert kv.get(b"from-second") == b"2"
     kv.shutdown()
+
+
+def test_a_corrupt_data_file_is_reported_with_file_and_offset_and_the_store_keeps_serving(ray_session, store_dir):
+    import glob
+    import os
+
+    kv = raykv.start(name="corrupt", nodes=3, replicas=3, read_quorum=2, write_quorum=2, data_dir=store_dir)
+    for i in range(30):
+        kv.put(b"c%02d" % i, b"value-%d" % i, w=3)
+    mgr = get_manager("corrupt")
+    ray.get(mgr.kill_node.remote("n1"))                     # abrupt: the writes live only in n1's WAL
+    logs = sorted(glob.glob(os.path.join(store_dir, "n1", "**", "*.log"), recursive=True),
+                  key=os.path.getsize)
+    assert logs, os.listdir(os.path.join(store_dir, "n1"))
+    wal = logs[-1]
+    with open(wal, "r+b") as f:                              # flip a byte inside the first record
+        f.seek(12)
+        b = f.read(1)
+        f.seek(12)
+        f.write(bytes([b[0] ^ 0xFF]))
+    ray.get(mgr.restart_node.remote("n1"))
+    n1 = next(n for n in kv.status().nodes if n.node_id == "n1")
+    assert not n1.alive
+    err = n1.extra.get("error", "")
+    assert "corrupt data in" in err and os.path.basename(wal) in err and "byte offset" in err, err
+    assert all(kv.get(b"c%02d" % i) == b"value-%d" % i for i in range(30))   # R=2 from n2 and n3
+    kv.put(b"after", b"x")                                    # W=2 via n2, n3 (+ a fallback hint)
+    assert kv.get(b"after") == b"x"
+    kv.shutdown()
