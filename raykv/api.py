@@ -349,7 +349,8 @@ class KV:
         return out
 
     def items(self, page_size: int = 1000) -> Iterator[tuple[bytes, bytes]]:
-        """Every live key once with its value, page by page (no order promised; concurrent writes may or may not show)."""
+        """Every live key once with its value, page by page (no order promised; concurrent writes may or may not
+        show). A key with siblings is resolved by the store's resolver, or raises ``ConflictError`` without one."""
         if not isinstance(page_size, int) or page_size < 1:
             raise InvalidArgument(f"page_size must be a positive integer, got {page_size!r}")
         cursor = None
