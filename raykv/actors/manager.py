@@ -102,6 +102,7 @@ class StoreManager:
         if autoscale is not None:
             rec["autoscale"] = autoscale
         rec.setdefault("draining", [])
+        self._remap_machines()
         self.config = StoreConfig(**rec["config"])
         self.scaler = None
         if rec.get("autoscale") is not None:
@@ -124,6 +125,18 @@ class StoreManager:
         machine = machine or placement.pick_machine(load)
         self.rec["nodes"][node_id] = {"weight": float(weight), "datacenter": datacenter, "machine": machine}
         return node_id
+
+    def _remap_machines(self) -> None:
+        """Nodes recorded on machines that are gone (a new Ray cluster, a lost machine) get a live one."""
+        alive = set(placement.storage_machines())
+        load: dict[str, int] = {}
+        for e in self.rec["nodes"].values():
+            if e["machine"] in alive:
+                load[e["machine"]] = load.get(e["machine"], 0) + 1
+        for e in self.rec["nodes"].values():
+            if e["machine"] not in alive:
+                e["machine"] = placement.pick_machine(load)
+                load[e["machine"]] = load.get(e["machine"], 0) + 1
 
     def _save(self) -> None:
         _atomic_write(os.path.join(self.data_dir, RECORD), json.dumps(self.rec, indent=1).encode())
