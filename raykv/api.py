@@ -153,6 +153,19 @@ def _check_value(value, max_value_bytes: int) -> bytes:
     return value
 
 
+def _check_items(items, config: StoreConfig) -> dict[bytes, bytes]:
+    """put_many's items validated into {key: value}; plain bytes pairs within limits take a fast path."""
+    pairs = items.items() if isinstance(items, Mapping) else items
+    mk, mv = config.max_key_bytes, config.max_value_bytes
+    out = {}
+    for k, v in pairs:
+        if type(k) is bytes and type(v) is bytes and 0 < len(k) <= mk and len(v) <= mv:
+            out[k] = v
+        else:
+            out[_check_key(k, mk)] = _check_value(v, mv)
+    return out
+
+
 def _check_quorum(label: str, q, consistency, n: int) -> None:
     if q is not None and consistency is not None:
         raise InvalidArgument(f"give either {label}= or consistency=, not both")
@@ -321,10 +334,7 @@ class KV:
     def put_many(self, items: Mapping | Iterable, *, w: int | None = None, consistency: str | None = None,
                  ttl: float | None = None) -> dict[bytes, Version]:
         """Write many keys with one call per replica; -> {key: Version}."""
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        checked = {}
-        for k, v in pairs:
-            checked[self._key(k)] = self._value(v)
+        checked = _check_items(items, self.config)
         _check_quorum("w", w, consistency, self.config.replicas)
         ttl = _check_ttl(ttl)
         if not checked:
@@ -429,8 +439,7 @@ class KV:
         return Version(await self._client.acall("put", key, None, context=clock, w=w, consistency=consistency))
 
     async def aput_many(self, items, *, w=None, consistency=None, ttl=None) -> dict[bytes, Version]:
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        checked = {self._key(k): self._value(v) for k, v in pairs}
+        checked = _check_items(items, self.config)
         _check_quorum("w", w, consistency, self.config.replicas)
         ttl = _check_ttl(ttl)
         if not checked:

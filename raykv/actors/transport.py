@@ -1,7 +1,8 @@
 """RayTransport: ``raykv.cluster.transport.Transport`` over named Ray actors.
 
 Node ``x`` is the detached actor ``raykv:<store>:node:x`` in namespace ``raykv``;
-a call is ``await asyncio.wait_for(handle.call.remote(method, *args), timeout)``,
+a call is ``handle.call.remote(method, *args)`` awaited through the ref's
+asyncio future with a timer for its timeout (``call_future``: no task per call),
 so a caller never blocks a thread and never ``ray.get``s in a loop. Handles are
 cached; a failed lookup is remembered for ``NEGATIVE_TTL`` seconds so calls to a
 removed node fail fast instead of asking the GCS every time.
@@ -69,32 +70,72 @@ class RayTransport(Transport):
         self._handles.pop(node_id, None)
 
     async def call(self, node_id: str, method: str, *args: Any, timeout: float) -> Any:
+        return await self.call_future(node_id, method, *args, timeout=timeout)
+
+    def call_future(self, node_id: str, method: str, *args: Any, timeout: float) -> asyncio.Future:
+        """The call as an asyncio future, failures already mapped. No task per call: the object ref's own
+        future completes it and one timer handle bounds it (``asyncio.wait_for`` costs two tasks per call,
+        which showed up as ~0.3 ms per replica call on a loaded 2-core host)."""
+        loop = asyncio.get_running_loop()
+        out = loop.create_future()
         if self.pending >= self.max_pending:
             self.counters["overloaded"] += 1
-            raise Overloaded(f"{self.pending} calls already in flight from this process "
-                             f"(max_pending={self.max_pending}); retry with backoff")
-        self.pending += 1
+            out.set_exception(Overloaded(f"{self.pending} calls already in flight from this process "
+                                         f"(max_pending={self.max_pending}); retry with backoff"))
+            return out
         self.counters["calls"] += 1
         try:
-            handle = self.handle(node_id)
-            ref = handle.call.remote(method, *args)
-            return await asyncio.wait_for(ref, timeout)
-        except asyncio.TimeoutError:
-            self.counters["timeouts"] += 1
-            raise NodeUnavailable(f"storage node {node_id!r} did not answer {method!r} within {timeout}s") from None
-        except RayTaskError as e:
+            inner = self.handle(node_id).call.remote(method, *args).as_future()
+        except BaseException as e:  # noqa: BLE001 - lookup/submission failure, mapped like a remote one
+            out.set_exception(self._map_error(e, node_id, method))
+            return out
+        self.pending += 1
+        state = {"open": True}
+
+        def close() -> bool:
+            if state["open"]:
+                state["open"] = False
+                self.pending -= 1
+                return True
+            return False
+
+        def expire() -> None:
+            if close() and not out.done():
+                self.counters["timeouts"] += 1
+                out.set_exception(NodeUnavailable(f"storage node {node_id!r} did not answer {method!r} "
+                                                  f"within {timeout}s"))
+
+        def finish(f: asyncio.Future) -> None:
+            timer.cancel()
+            close()
+            if out.done():
+                return
+            if f.cancelled():
+                out.set_exception(NodeUnavailable(f"call {method!r} to {node_id!r} was cancelled"))
+                return
+            exc = f.exception()
+            if exc is None:
+                out.set_result(f.result())
+            else:
+                out.set_exception(self._map_error(exc, node_id, method))
+
+        timer = loop.call_later(timeout, expire)
+        inner.add_done_callback(finish)
+        return out
+
+    def _map_error(self, e: BaseException, node_id: str, method: str) -> BaseException:
+        """Remote ``RayKVError`` as is; actor death/unavailability/lookup failure -> ``NodeUnavailable``."""
+        if isinstance(e, RayTaskError):
             cause = getattr(e, "cause", None)
-            if isinstance(cause, RayKVError):
-                raise cause from None
-            raise
-        except (RayActorError, ActorUnavailableError, GetTimeoutError) as e:
+            return cause if isinstance(cause, RayKVError) else e
+        if isinstance(e, RayKVError):
+            return e
+        if isinstance(e, (RayActorError, ActorUnavailableError, GetTimeoutError)):
             self.counters["unavailable"] += 1
             if type(e).__name__ == "ActorDiedError" and "restart" not in str(e).lower():
                 self.forget(node_id)
-            raise NodeUnavailable(f"storage node {node_id!r} is unavailable for {method!r}: "
-                                  f"{type(e).__name__}") from None
-        finally:
-            self.pending -= 1
+            return NodeUnavailable(f"storage node {node_id!r} is unavailable for {method!r}: {type(e).__name__}")
+        return e
 
     def now(self) -> float:
         return time.time()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from typing import Iterator
 
-from raykv.cluster.vclock import Sibling
+from raykv.cluster.vclock import Sibling, decode_siblings, encode_siblings
 
 
 class VersionedBackend(abc.ABC):
@@ -32,6 +32,16 @@ class VersionedBackend(abc.ABC):
     @abc.abstractmethod
     def put_many(self, items: list[tuple[bytes, list[Sibling]]]) -> None:
         """Atomic batch of ``put`` (one WAL record in the LSM backend)."""
+
+    def get_encoded(self, key: bytes) -> bytes | None:
+        """``vclock.encode_siblings`` of the stored siblings, or None when absent. Backends that store the
+        encoding (the LSM one) return it without decoding; the default encodes ``get``."""
+        sibs = self.get(key)
+        return encode_siblings(sibs) if sibs else None
+
+    def put_many_encoded(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        """``put_many`` with each sibling set already encoded (None = no siblings: remove the key)."""
+        self.put_many([(k, decode_siblings(b) if b else []) for k, b in items])
 
     @abc.abstractmethod
     def remove(self, key: bytes) -> None:

@@ -20,9 +20,11 @@ the ring with a hint naming it (sloppy quorum), and a replica whose call fails
 is retried the same way once. Acks are credited to the intended replica and
 counted by ``quorum.Tally`` (W, or local_quorum / each_quorum by datacenter).
 Nodes that will own the key after a pending join/leave also receive the write,
-best effort, uncounted. ``put_many`` sends ONE ``put_batch`` per node.
+best effort, uncounted. ``put_many`` sends ONE ``put_encoded`` per node (sibling
+sets travel as ``vclock.encode_siblings`` bytes: C-speed pickling, no decode on
+the node for a key it does not hold yet).
 
-Reads ask all N replicas (one ``get_batch`` per node for ``get_many``), return
+Reads ask all N replicas (one ``get_encoded`` per node for ``get_many``), return
 after R replies with the ``vclock.sync`` of what came back, then in the
 background wait for the rest and push the merge to stale replicas
 (``quorum.read_repair_plan``). Cost per request: one message per replica node
@@ -40,7 +42,8 @@ from raykv.cluster.membership import Membership
 from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, write_quorum
 from raykv.cluster.ring import TOKEN_SPACE, key_token
 from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import DotMinter, Sibling, VClock, live, reconcile
+from raykv.cluster.vclock import (DotMinter, Sibling, VClock, decode_siblings, encode_siblings, live,
+                                  reconcile)
 from raykv.errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
@@ -49,18 +52,23 @@ COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", 
 
 
 class _Fanout:
-    """Outstanding replica calls of one request; callbacks update the decision state as replies land."""
+    """Outstanding replica calls of one request; callbacks update the decision state as replies land.
 
-    def __init__(self, decided: Callable[[], bool]) -> None:
-        self.decided = decided
+    ``undecided`` is the number of keys whose quorum is still "wait" (the callbacks decrement it), so
+    checking whether the request is decided is O(1) per reply, not O(keys)."""
+
+    def __init__(self, undecided: int) -> None:
+        self.undecided = undecided
         self.pending: dict[int, asyncio.Future] = {}
-        self.event = asyncio.Event()
+        self.decided = False
+        self._waiter: asyncio.Future | None = None
         self._seq = 0
 
-    def launch(self, coro, on_done: Callable[[object, BaseException | None], None]) -> None:
+    def launch(self, call, on_done: Callable[[object, BaseException | None], None]) -> None:
+        """Track ``call`` (a future from ``Transport.call_future``, or a coroutine)."""
         self._seq += 1
         seq = self._seq
-        fut = asyncio.ensure_future(coro)
+        fut = asyncio.ensure_future(call)
         self.pending[seq] = fut
 
         def done(f: asyncio.Future) -> None:
@@ -74,19 +82,49 @@ class _Fanout:
         fut.add_done_callback(done)
 
     def check(self) -> None:
-        if not self.pending or self.decided():
-            self.event.set()
+        if not self.pending or self.undecided <= 0:
+            self.decided = True
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
+        """Until decided (or every call returned), at most ``timeout`` seconds; one future + one timer."""
         self.check()
+        if self.decided:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, lambda: waiter.done() or waiter.set_result(None))
         try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await waiter
+        finally:
+            timer.cancel()
 
     async def wait_all(self, timeout: float) -> None:
         if self.pending:
             await asyncio.wait([f for _, f in sorted(self.pending.items())], timeout=timeout)
+
+
+class _Liveness(dict):
+    """``is_up`` of each node, computed at most once per request (phi is O(1) but not free per key)."""
+
+    def __init__(self, membership: Membership, now: float) -> None:
+        super().__init__()
+        self.m, self.now = membership, now
+
+    def __missing__(self, node_id: str) -> bool:
+        up = self[node_id] = self.m.is_up(node_id, self.now)
+        return up
+
+
+def _merge_encoded(blobs) -> list[Sibling]:
+    """``vclock.reconcile`` of encoded sibling sets (None/b"" = absent); identical bytes are decoded once."""
+    distinct = {b for b in blobs if b}
+    if not distinct:
+        return []
+    if len(distinct) == 1:
+        return decode_siblings(distinct.pop())
+    return reconcile(*(decode_siblings(b) for b in distinct))
 
 
 class Coordinator:
@@ -177,66 +215,80 @@ class Coordinator:
 
     async def put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                        consistency: str | None = None, ttl: float | None = None) -> dict[bytes, VClock]:
-        """Blind writes of many keys (each a new sibling), one ``put_batch`` per replica node."""
+        """Blind writes of many keys (each a new sibling), one ``put_encoded`` per replica node."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         await self._ensure_view()
         entries = [(key, self._mint(key, value, None, ttl)) for key, value in items]
         await self._write("put_many", entries, q, None)
         return {key: sib.clock for key, sib in entries}
 
-    def _route(self, key: bytes, replica: str, used: set, now: float,
+    def _route(self, key: bytes, replica: str, used: set, up: "_Liveness",
                direct: bool = True) -> tuple[str | None, str | None]:
         """(target, hint): the replica itself when believed up (and ``direct``), else the next healthy
         fallback not in ``used`` (the preference list and fallbacks already tried) with a hint naming it."""
-        m = self.membership
-        if direct and m.is_up(replica, now):
+        if direct and up[replica]:
             return replica, None
-        ring = m.ring("read")
+        ring = self.membership.ring("read")
         for f in ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas):
-            if m.is_up(f, now):
+            if up[f]:
                 used.add(f)
                 return f, replica
         return None, None
 
     async def _write(self, op: str, entries: list[tuple[bytes, Sibling]], q: Quorum, timeout: float | None) -> None:
+        """Fan ``entries`` out, one ``put_encoded`` per node; each key's sibling is encoded once
+        (``vclock.encode_siblings``) and the same bytes go to all of its replicas."""
         cfg, m = self.config, self.membership
         timeout = timeout or cfg.request_timeout
-        now = self.transport.now()
+        up = _Liveness(m, self.transport.now())
         read_ring, future_ring = m.ring("read"), m.ring("future")
+        pending_owners = future_ring is not read_ring
         dc_of = m.datacenter_of()
         n, dcr = cfg.replicas, cfg.dc_replicas
         tallies: list[Tally] = []
-        used: list[set] = []
+        used: list[set | None] = []
         retries: dict[tuple[int, str], int] = {}
+        blobs = [encode_siblings([sib]) for _key, sib in entries]
         self.counters["ops"] += 1
         self.counters["puts"] += 1
         self.counters["keys_written"] += len(entries)
+        fan = _Fanout(len(entries))
 
-        fan = _Fanout(lambda: all(t.decision() != "wait" for t in tallies))
+        def settle(t: Tally, was_waiting: bool) -> None:
+            if was_waiting and t.decision() != "wait":
+                fan.undecided -= 1
 
         def send(groups: dict[str, list]) -> None:
             for node, slots in groups.items():
-                payload = [(entries[i][0], [entries[i][1]], hint) for i, _r, hint in slots]
-                fan.launch(self.transport.call(node, "put_batch", payload, timeout=timeout),
+                payload = [(entries[i][0], blobs[i], hint) if hint is not None else (entries[i][0], blobs[i])
+                           for i, _r, hint in slots]
+                fan.launch(self.transport.call_future(node, "put_encoded", payload, timeout=timeout),
                            lambda res, exc, node=node, slots=slots: on_reply(node, slots, res, exc))
 
         def on_reply(node: str, slots: list, res, exc) -> None:
             if exc is not None:
                 self._failed(node)
+                up[node] = False
             regroup: dict[str, list] = {}
             for j, (i, r, hint) in enumerate(slots):
                 if r is None:
                     continue                       # best-effort copy for a pending owner
+                t = tallies[i]
+                waiting = t.decision() == "wait"
                 if exc is None and res[j]:
-                    tallies[i].ack(r)
+                    t.ack(r)
+                    settle(t, waiting)
                     continue
                 tries = retries.get((i, r), 0)
                 target = None
-                if tries < 2 and tallies[i].decision() == "wait":
+                if tries < 2 and waiting:
                     retries[(i, r)] = tries + 1
-                    target, hint2 = self._route(entries[i][0], r, used[i], self.transport.now(), direct=False)
+                    if used[i] is None:
+                        used[i] = set(t.replicas)
+                    target, hint2 = self._route(entries[i][0], r, used[i], up, direct=False)
                 if target is None:
-                    tallies[i].fail(r)
+                    t.fail(r)
+                    settle(t, waiting)
                 else:
                     self.counters["write_retries"] += 1
                     self.counters["sloppy_writes"] += hint2 is not None
@@ -246,18 +298,27 @@ class Coordinator:
         groups: dict[str, list] = {}
         for i, (key, _sib) in enumerate(entries):
             pref = read_ring.preference_list(key, n, dcr)
-            tallies.append(Tally(q, pref, dc_of))
-            used.append(set(pref))
+            t = Tally(q, pref, dc_of)
+            tallies.append(t)
+            used.append(None)
             for r in pref:
-                target, hint = self._route(key, r, used[i], now)
+                if up[r]:
+                    target, hint = r, None
+                else:
+                    if used[i] is None:
+                        used[i] = set(pref)
+                    target, hint = self._route(key, r, used[i], up, direct=False)
                 if target is None:
-                    tallies[i].fail(r)
+                    t.fail(r)
                     continue
                 self.counters["sloppy_writes"] += hint is not None
                 groups.setdefault(target, []).append((i, r, hint))
-            for extra in future_ring.preference_list(key, n, dcr):
-                if extra not in pref:
-                    groups.setdefault(extra, []).append((i, None, None))
+            if t.decision() != "wait":
+                fan.undecided -= 1
+            if pending_owners:
+                for extra in future_ring.preference_list(key, n, dcr):
+                    if extra not in pref:
+                        groups.setdefault(extra, []).append((i, None, None))
         send(groups)
         await fan.wait(2 * timeout)
         self._raise_failed(op, tallies)
@@ -278,7 +339,7 @@ class Coordinator:
 
     async def get_many(self, keys: list[bytes], *, r: int | None = None,
                        consistency: str | None = None) -> dict[bytes, list[Sibling]]:
-        """Live siblings per key (only keys that have some), one ``get_batch`` per replica node."""
+        """Live siblings per key (only keys that have some), one ``get_encoded`` per replica node."""
         got = await self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
         return {k: v for k, v in got.items() if v}
 
@@ -288,6 +349,8 @@ class Coordinator:
         return await self._read("get_raw", list(dict.fromkeys(keys)), r, consistency, timeout, raw=True)
 
     async def _read(self, op: str, keys: list[bytes], r, consistency, timeout, raw: bool = False):
+        """Ask every replica with one ``get_encoded`` per node; replies stay encoded bytes until the quorum is
+        met, and replicas that answered the same bytes are decoded once (the common case: no divergence)."""
         cfg, m = self.config, self.membership
         q = read_quorum(cfg, r, consistency, cfg.local_datacenter)
         await self._ensure_view()
@@ -299,20 +362,20 @@ class Coordinator:
         self.counters["gets"] += 1
         self.counters["keys_read"] += len(keys)
         tallies: list[Tally] = []
-        replies: list[dict[str, list[Sibling]]] = [{} for _ in keys]
+        replies: list[dict[str, bytes | None]] = [{} for _ in keys]
         groups: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             pref = ring.preference_list(key, n, dcr)
             tallies.append(Tally(q, pref, dc_of))
             for node in pref:
                 groups.setdefault(node, []).append(i)
-        fan = _Fanout(lambda: all(t.decision() != "wait" for t in tallies))
+        fan = _Fanout(sum(t.decision() == "wait" for t in tallies))
 
         attempts: dict[str, int] = {}
 
         def ask(node: str, idx: list[int]) -> None:
             attempts[node] = attempts.get(node, 0) + 1
-            fan.launch(self.transport.call(node, "get_batch", [keys[i] for i in idx], timeout=timeout),
+            fan.launch(self.transport.call_future(node, "get_encoded", [keys[i] for i in idx], timeout=timeout),
                        lambda res, exc: on_reply(node, idx, res, exc))
 
         def on_reply(node: str, idx: list[int], res, exc) -> None:
@@ -322,11 +385,15 @@ class Coordinator:
                     ask(node, idx)            # reads are idempotent: retried on a lost message
                     return
             for j, i in enumerate(idx):
+                t = tallies[i]
+                waiting = t.decision() == "wait"
                 if exc is None:
                     replies[i][node] = res[j]
-                    tallies[i].ack(node)
+                    t.ack(node)
                 else:
-                    tallies[i].fail(node)
+                    t.fail(node)
+                if waiting and t.decision() != "wait":
+                    fan.undecided -= 1
 
         for node, idx in groups.items():
             ask(node, idx)
@@ -337,24 +404,31 @@ class Coordinator:
         now = self.transport.now()
         out = {}
         for key, rep in zip(keys, snapshot):
-            merged = reconcile(*rep.values())
+            merged = _merge_encoded(rep.values())
             out[key] = merged if raw else live(merged, now)
         return out
 
     async def _read_repair(self, keys: list[bytes], replies: list[dict], fan: _Fanout, timeout: float) -> int:
-        """After every replica answered (or timed out), push the merge to the stale ones, one call per node."""
+        """After every replica answered (or timed out), push the merge to the stale ones, one call per node.
+        Keys whose replicas all answered identical bytes are in sync and cost one comparison."""
         await fan.wait_all(timeout)
         pushes: dict[str, list] = {}
         for key, rep in zip(keys, replies):
             if len(rep) < 2:
                 continue
-            merged, stale = read_repair_plan(rep)
-            for node in stale:
-                pushes.setdefault(node, []).append((key, merged))
+            blobs = iter(rep.values())
+            first = next(blobs)
+            if all(b == first for b in blobs):
+                continue
+            merged, stale = read_repair_plan({node: decode_siblings(b) if b else [] for node, b in rep.items()})
+            if stale:
+                blob = encode_siblings(merged)
+                for node in stale:
+                    pushes.setdefault(node, []).append((key, blob))
         repaired = 0
         for node, items in pushes.items():
             try:
-                await self.transport.call(node, "put_batch", items, timeout=timeout)
+                await self.transport.call(node, "put_encoded", items, timeout=timeout)
                 repaired += len(items)
             except RayKVError:
                 self._failed(node)

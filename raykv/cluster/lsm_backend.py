@@ -66,6 +66,15 @@ class LSMBackend(VersionedBackend):
         raw = self.db.get(data_key(key))
         return decode_siblings(raw) if raw else []
 
+    def get_encoded(self, key: bytes) -> bytes | None:
+        """The stored encoding as is (no decode): what ``get_encoded`` RPCs ship."""
+        return self.db.get(data_key(key)) or None
+
+    def put_many_encoded(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        """One ``write_batch`` of already-encoded sibling sets (no decode/encode round trip)."""
+        if items:
+            self.db.write_batch([(data_key(k), b or None) for k, b in items])
+
     def put(self, key: bytes, siblings: list[Sibling]) -> None:
         if siblings:
             self.db.put(data_key(key), encode_siblings(siblings))

@@ -23,7 +23,8 @@ Durable state lives in the backend: data, hints, and meta "member" =
 "status incarnation" so a restart resumes its status with a higher incarnation.
 
 RPC surface (transport method -> ``rpc_<method>``): put_batch(items),
-get_batch(keys), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
+get_batch(keys), put_encoded(items), get_encoded(keys) (the same with sibling
+sets as ``vclock.encode_siblings`` bytes: what coordinators use), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
 depth), ae_fetch(arcs, diff), leave(), status(). ``items`` are
 ``(key, siblings)`` or ``(key, siblings, hint_target)`` tuples;
 put_batch answers one bool per item (False: a hint refused, Overloaded).
@@ -41,13 +42,15 @@ from raykv.cluster.hints import hint_batch, pending_targets, retire_delivered, s
 from raykv.cluster.membership import Membership
 from raykv.cluster.ring import NodeInfo, key_token
 from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import sync
+from raykv.cluster.vclock import decode_siblings, encode_siblings, sync
 from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
 GC_EVERY = 4          # maintenance rounds between garbage collections (each scans every key once)
+AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above which the round is postponed
+AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair still runs every 3 intervals)
 COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
             "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
-            "restarts", "tombstones_collected", "handoff_keys")
+            "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
 
 
 class StorageNode:
@@ -69,6 +72,8 @@ class StorageNode:
         self._busy: set[str] = set()
         self._status_since = 0.0
         self._rounds = 0
+        self._fg_keys = 0          # client keys (put/get RPCs) served since the last anti-entropy decision
+        self._ae_deferred = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -124,7 +129,14 @@ class StorageNode:
             return
         if now >= self._due["ae"]:
             self._due["ae"] = now + cfg.anti_entropy_interval
-            if status != "joining":
+            # Foreground traffic first: a Merkle round reads every shared key and, while writes are in flight,
+            # sees their not-yet-replicated keys as differences; under heavy load it is postponed, boundedly.
+            busy, self._fg_keys = self._fg_keys >= AE_BUSY_KEYS, 0
+            if busy and self._ae_deferred < AE_MAX_DEFER:
+                self._ae_deferred += 1
+                self.counters["anti_entropy_deferred"] += 1
+            elif status != "joining":
+                self._ae_deferred = 0
                 self._background("ae", self.maintenance_round)
         settled = now - self._status_since >= 3 * cfg.gossip_interval
         if status == "joining" and settled:
@@ -188,6 +200,30 @@ class StorageNode:
             self.counters["keys_written"] += len(pending)
         return len(pending)
 
+    def apply_local_encoded(self, items) -> int:
+        """``apply_local`` for ``(key, encoded siblings)`` items (``vclock.encode_siblings`` of a canonical set:
+        one sibling, or the result of ``sync``/``reconcile``). Fast paths: a key we do not hold stores the bytes
+        as they came, and bytes equal to what we hold change nothing; only a real merge decodes. Returns keys
+        changed. Cost: one engine get per key, plus a decode/sync/encode per key that needs a merge."""
+        pending: dict[bytes, bytes | None] = {}
+        get = self.backend.get_encoded
+        for key, blob in items:
+            cur = pending[key] if key in pending else get(key)
+            if not cur:
+                if blob:
+                    pending[key] = blob
+                continue
+            if blob == cur or not blob:
+                continue
+            old = decode_siblings(cur)
+            new = sync(old, decode_siblings(blob))
+            if new != old:
+                pending[key] = encode_siblings(new)
+        if pending:
+            self.backend.put_many_encoded(list(pending.items()))
+            self.counters["keys_written"] += len(pending)
+        return len(pending)
+
     # ------------------------------------------------------------------ RPCs
     def _require_started(self) -> None:
         if self.membership is None:
@@ -201,6 +237,7 @@ class StorageNode:
             raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
         self.counters["ops"] += 1
         self.counters["puts"] += len(items)
+        self._fg_keys += len(items)
         acks, direct = [], []
         for item in items:
             hint = item[2] if len(item) > 2 else None
@@ -219,11 +256,49 @@ class StorageNode:
             self.apply_local(direct)
         return acks
 
+    async def rpc_put_encoded(self, items: list) -> list:
+        """``put_batch`` with each sibling set encoded (``vclock.encode_siblings``): items are ``(key, bytes)``
+        or ``(key, bytes, hint_target)``; per-item bool. What coordinators send: bytes pickle at C speed and a
+        new key is stored without a decode/encode round trip (``apply_local_encoded``)."""
+        self._require_started()
+        if self.status_name == "left":
+            raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
+        self.counters["ops"] += 1
+        self.counters["puts"] += len(items)
+        self._fg_keys += len(items)
+        acks, direct = [], []
+        for item in items:
+            hint = item[2] if len(item) > 2 else None
+            if hint is not None and hint != self.node_id:
+                try:
+                    store_hint(self.backend, self.config.max_hints, hint, item[0], decode_siblings(item[1]))
+                    self.counters["hints_written"] += 1
+                    acks.append(True)
+                except Overloaded:
+                    self.counters["hints_refused"] += 1
+                    acks.append(False)
+                continue
+            direct.append((item[0], item[1]))
+            acks.append(True)
+        if direct:
+            self.apply_local_encoded(direct)
+        return acks
+
+    async def rpc_get_encoded(self, keys: list[bytes]) -> list:
+        """``get_batch`` with each reply encoded as stored (None when absent): no decode on the node."""
+        self._require_started()
+        self.counters["ops"] += 1
+        self.counters["gets"] += len(keys)
+        self._fg_keys += len(keys)
+        get = self.backend.get_encoded
+        return [get(k) for k in keys]
+
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
         """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""
         self._require_started()
         self.counters["ops"] += 1
         self.counters["gets"] += len(keys)
+        self._fg_keys += len(keys)
         return [self.backend.get(k) for k in keys]
 
     async def rpc_gossip(self, view: list) -> list:

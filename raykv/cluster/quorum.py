@@ -125,8 +125,13 @@ class Tally:
     def __init__(self, quorum: Quorum, replicas: list[str], dc_of: Mapping[str, str | None]) -> None:
         self.quorum = quorum
         self.replicas: list[str] = []
-        self._dc_of = dict(dc_of)
-        self._need = quorum.dc_required()
+        self._dc_of = dc_of              # shared with the caller, read-only; copied before the first change
+        self._own_dc = False
+        need = quorum.__dict__.get("_need")
+        if need is None:                 # cached on the (frozen) quorum: one computation per request
+            need = quorum.dc_required()
+            object.__setattr__(quorum, "_need", need)
+        self._need = need
         self._pending: dict[str | None, int] = {}
         self._acked_dc: dict[str | None, int] = {}
         self._state: dict[str, str] = {}
@@ -142,6 +147,8 @@ class Tally:
         if node_id in self._state:
             return
         if datacenter is not None or node_id not in self._dc_of:
+            if not self._own_dc:
+                self._dc_of, self._own_dc = dict(self._dc_of), True
             self._dc_of[node_id] = datacenter
         self._state[node_id] = "pending"
         self.replicas.append(node_id)

@@ -24,6 +24,12 @@ class Transport(abc.ABC):
         raised by the remote method is re-raised as is.
         """
 
+    def call_future(self, node_id: str, method: str, *args: Any, timeout: float) -> Awaitable[Any]:
+        """``call`` started now, as an asyncio future (same result and errors). Transports that can complete a
+        future without a task per call override it (Ray: the object ref's own future); default wraps ``call``."""
+        import asyncio
+        return asyncio.ensure_future(self.call(node_id, method, *args, timeout=timeout))
+
     @abc.abstractmethod
     def now(self) -> float:
         """Wall-clock seconds as this process sees them (may be skewed)."""

@@ -150,11 +150,11 @@ def test_batches_make_one_call_per_replica_node():
         c.transport.call = spy
         keys = [b"key%d" % i for i in range(100)]
         await c.put_many([(k, b"v" + k) for k in keys])
-        puts = [n for n, m in calls if m == "put_batch"]
+        puts = [n for n, m in calls if m == "put_encoded"]
         assert len(puts) == len(set(puts)) <= len(sim.specs)
         calls.clear()
         got = await c.get_many(keys + [b"missing"], r=3)
-        gets = [n for n, m in calls if m == "get_batch"]
+        gets = [n for n, m in calls if m == "get_encoded"]
         assert len(gets) == len(set(gets)) <= len(sim.specs)
         assert sorted(got) == sorted(keys) and all(values(v) == [b"v" + k] for k, v in got.items())
     run(sim, body)
