@@ -18,7 +18,7 @@ fresh. Each key's preference list comes from the read ring (joining nodes
 excluded); a replica believed down is replaced by the next healthy node on
 the ring with a hint naming it (sloppy quorum), and a replica whose call fails
 is retried the same way once. Acks are credited to the intended replica and
-counted by ``quorum.Tally`` (W, or local_quorum / each_quorum by datacenter).
+counted by ``quorum.tally`` (W, or local_quorum / each_quorum by datacenter).
 Nodes that will own the key after a pending join/leave also receive the write,
 best effort, uncounted. ``put_many`` sends ONE ``put_encoded`` per node (sibling
 sets travel as ``vclock.encode_siblings`` bytes: C-speed pickling, no decode on
@@ -39,7 +39,7 @@ from typing import Callable
 
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.membership import Membership
-from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, write_quorum
+from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, tally, write_quorum
 from raykv.cluster.ring import TOKEN_SPACE, key_token
 from raykv.cluster.transport import Transport
 from raykv.cluster.vclock import (DotMinter, Sibling, VClock, decode_siblings, encode_siblings, live,
@@ -298,7 +298,7 @@ class Coordinator:
         groups: dict[str, list] = {}
         for i, (key, _sib) in enumerate(entries):
             pref = read_ring.preference_list(key, n, dcr)
-            t = Tally(q, pref, dc_of)
+            t = tally(q, pref, dc_of)
             tallies.append(t)
             used.append(None)
             for r in pref:
@@ -366,7 +366,7 @@ class Coordinator:
         groups: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             pref = ring.preference_list(key, n, dcr)
-            tallies.append(Tally(q, pref, dc_of))
+            tallies.append(tally(q, pref, dc_of))
             for node in pref:
                 groups.setdefault(node, []).append(i)
         fan = _Fanout(sum(t.decision() == "wait" for t in tallies))

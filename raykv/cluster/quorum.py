@@ -201,6 +201,57 @@ class Tally:
         return ", ".join(f"{dc}: {self._acked_dc.get(dc, 0)}/{need}" for dc, need in self._need.items())
 
 
+class CountTally:
+    """``Tally`` for "count" mode (any W/R of N, no datacenters) in a few ints: what coordinators create per key.
+
+    Same interface and decisions as ``Tally`` (tests/cluster/test_quorum.py checks them against each other);
+    ~4x cheaper to create, because a batch of 1000 keys creates 1000 of them.
+    """
+
+    __slots__ = ("quorum", "replicas", "acked", "failed", "acked_nodes", "failed_nodes", "_required")
+
+    def __init__(self, quorum: Quorum, replicas: list[str], dc_of: Mapping[str, str | None] | None = None) -> None:
+        self.quorum = quorum
+        self._required = quorum.required
+        self.replicas = list(dict.fromkeys(replicas))
+        self.acked = self.failed = 0
+        self.acked_nodes: list[str] = []
+        self.failed_nodes: list[str] = []
+
+    def add_replica(self, node_id: str, datacenter: str | None = None) -> None:
+        if node_id not in self.replicas:
+            self.replicas.append(node_id)
+
+    def ack(self, node_id: str) -> None:
+        if node_id in self.replicas and node_id not in self.acked_nodes and node_id not in self.failed_nodes:
+            self.acked += 1
+            self.acked_nodes.append(node_id)
+
+    def fail(self, node_id: str) -> None:
+        if node_id in self.replicas and node_id not in self.acked_nodes and node_id not in self.failed_nodes:
+            self.failed += 1
+            self.failed_nodes.append(node_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self.replicas) - self.acked - self.failed
+
+    def decision(self) -> str:
+        if self.acked >= self._required:
+            return "ok"
+        return "fail" if len(self.replicas) - self.failed < self._required else "wait"
+
+    def missing(self) -> str:
+        return f"{self.acked}/{self._required} acks, {self.failed} failed, {self.pending} pending"
+
+
+def tally(quorum: Quorum, replicas: list[str], dc_of: Mapping[str, str | None]) -> Tally | CountTally:
+    """The cheapest tally that decides ``quorum``: ``CountTally`` in "count" mode, else ``Tally``."""
+    if quorum.mode == "count":
+        return CountTally(quorum, replicas)
+    return Tally(quorum, replicas, dc_of)
+
+
 def read_repair_plan(replies: Mapping[str, list[Sibling]]) -> tuple[list[Sibling], list[str]]:
     """Merge the replies of one read and name the replicas to repair.
 

@@ -66,6 +66,8 @@ _F64 = struct.Struct(">d")
 _U32 = struct.Struct(">I")
 _FORMAT_VERSION = 1
 _TOMBSTONE = 1
+_ONE_ACTOR_HEAD = bytes((_FORMAT_VERSION,)) + _U16.pack(1)
+_ONE_SIB = _U16.pack(1)
 _HAS_EXPIRY = 2
 
 
@@ -387,6 +389,22 @@ def encode_siblings(siblings: list[Sibling]) -> bytes:
     u16 dot actor index, u64 dot counter, f64 timestamp, u8 flags (1 tombstone, 2 has expiry), u16 context
     entries, [f64 expires_at], (u16 actor index, u64 counter, f64 stamp) per context entry, [u32 len, value].
     """
+    if len(siblings) == 1 and not siblings[0].context._c:
+        # a blind write: the coordinator's hot path, same bytes as the general case below
+        s = siblings[0]
+        ab = s.dot[0].encode()
+        flags = (_TOMBSTONE if s.value is None else 0) | (_HAS_EXPIRY if s.expires_at is not None else 0)
+        parts = [_ONE_ACTOR_HEAD, _U16.pack(len(ab)), ab, _ONE_SIB, _SIB_HEAD.pack(0, s.dot[1], s.timestamp, flags, 0)]
+        if s.expires_at is not None:
+            parts.append(_F64.pack(s.expires_at))
+        if s.value is not None:
+            parts.append(_U32.pack(len(s.value)))
+            parts.append(s.value)
+        return b"".join(parts)
+    return _encode_general(siblings)
+
+
+def _encode_general(siblings: list[Sibling]) -> bytes:
     actors: dict[str, int] = {}
     parts: list[bytes] = []
     for s in siblings:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from raykv.cluster.config import StoreConfig
-from raykv.cluster.quorum import PRESETS, Quorum, Tally, read_quorum, read_repair_plan, write_quorum
+from raykv.cluster.quorum import (PRESETS, CountTally, Quorum, Tally, read_quorum, read_repair_plan, tally,
+                                  write_quorum)
 from raykv.cluster.vclock import Sibling, VClock, merged_context, sync
 from raykv.errors import InvalidArgument
 
@@ -68,6 +69,27 @@ def test_count_decision_matches_brute_force(n, data):
                   "fail" if n - len(failed) < required else "wait")
         assert t.decision() == expect
         assert (t.acked, t.failed) == (len(acked), len(failed))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5), st.data())
+def test_count_tally_decides_exactly_like_tally(n, data):
+    """The coordinator's cheap per-key CountTally agrees with Tally on every event sequence (fallbacks too)."""
+    required = data.draw(st.integers(1, n))
+    replicas = [f"n{i}" for i in range(n)]
+    q = Quorum(n, required)
+    full, cheap = Tally(q, replicas, {}), tally(q, replicas, {})
+    assert isinstance(cheap, CountTally)
+    nodes = replicas + ["f1", "f2", "stranger"]
+    events = data.draw(st.lists(st.tuples(st.sampled_from(("ack", "fail", "add")), st.sampled_from(nodes)),
+                                max_size=15))
+    for what, node in events:
+        for t in (full, cheap):
+            getattr(t, {"add": "add_replica"}.get(what, what))(node)
+        assert cheap.decision() == full.decision()
+        assert (cheap.acked, cheap.failed, cheap.pending) == (full.acked, full.failed, full.pending)
+        assert cheap.acked_nodes == full.acked_nodes and cheap.replicas == full.replicas
+        assert cheap.missing() == full.missing()
 
 
 def test_fail_is_declared_as_soon_as_success_is_impossible():

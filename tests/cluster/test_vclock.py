@@ -235,6 +235,16 @@ def test_encode_decode_roundtrip(sibs):
     assert b"pickle" not in data and not data.startswith(b"\x80")
 
 
+@settings(max_examples=300)
+@given(siblings)
+def test_blind_write_fast_encoding_is_byte_identical(sib):
+    """encode_siblings' fast path for one context-free sibling (every blind write) gives the general bytes."""
+    from raykv.cluster.vclock import _encode_general
+    blind = Sibling(sib.dot, VClock(), sib.value, sib.timestamp, sib.expires_at)
+    assert encode_siblings([blind]) == _encode_general([blind])
+    assert decode_siblings(encode_siblings([blind])) == [blind]
+
+
 def test_decode_rejects_truncation():
     data = encode_siblings([Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0)])
     for cut in range(len(data)):
