@@ -150,6 +150,14 @@ class _Slot:
     def wake(self) -> None:
         if self._loop is None:
             self._ev.set()
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:      # direct: the waiter runs on the very next loop iteration (before a yielding leader)
+            if not self._fut.done():
+                self._fut.set_result(None)
         else:
             self._loop.call_soon_threadsafe(lambda f=self._fut: f.done() or f.set_result(None))
 
@@ -244,6 +252,7 @@ class Coalescer:
             if lead or me.lead:
                 me.lead = lead = False
                 while me.outcome is None:
+                    time.sleep(0)      # let callers just woken by the previous batch re-enqueue first
                     batch = self._take()
                     if not batch:
                         break
@@ -269,6 +278,7 @@ class Coalescer:
             if lead or me.lead:
                 me.lead = lead = False
                 while me.outcome is None:
+                    await asyncio.sleep(0)     # let callers just woken by the previous batch re-enqueue first
                     batch = self._take()
                     if not batch:
                         break

@@ -142,3 +142,22 @@ def test_threads_and_asyncio_share_one_group():
         t.join()
     assert out == [f"A{i}" for i in range(16)]
     assert results == {i: f"T{i}" for i in range(16)}
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+def test_async_callers_woken_by_a_batch_ride_the_next_one_together(max_in_flight):
+    """Closed-loop async callers (each sends its next request as soon as the last returns) stay in full batches:
+    callers woken by a finished batch re-enqueue before the next leader takes its batch (no 8, 1, 8, 1 pattern)."""
+    c, log = make(delay=0.004, max_in_flight=max_in_flight)
+
+    async def caller(ci):
+        for i in range(20):
+            assert await c.arun(f"c{ci}-{i}") == f"C{ci}-{i}"
+
+    async def main():
+        await asyncio.gather(*(caller(ci) for ci in range(8)))
+
+    asyncio.run(main())
+    sizes = [len(p) if kind == "many" else 1 for kind, p in log]
+    assert sum(sizes) == 160
+    assert sum(sizes) / len(sizes) >= 6, sizes
