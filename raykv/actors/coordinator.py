@@ -25,6 +25,7 @@ import uuid
 import ray
 
 from raykv.actors.metrics import Metrics
+from raykv.actors.process import tune_gc
 from raykv.actors.transport import RayTransport
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class CoordinatorActor:
         self.coord = Coordinator(self.coord_id, self.transport, config, seeds=list(seeds), rng=random.Random())
         self.metrics = Metrics(store, "coordinator", self.coord_id)
         self._task = asyncio.get_running_loop().create_task(self._run())
+        tune_gc()
 
     async def _run(self) -> None:
         last_export = 0.0

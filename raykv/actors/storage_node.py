@@ -25,6 +25,7 @@ import time
 import ray
 
 from raykv.actors.metrics import Metrics
+from raykv.actors.process import tune_gc
 from raykv.actors.names import node_name
 from raykv.actors.transport import RayTransport
 from raykv.errors import InvalidArgument, NodeUnavailable, RayKVError
@@ -69,6 +70,7 @@ class StorageNodeActor:
         self.ready = asyncio.Event()
         self.start_error: BaseException | None = None
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        tune_gc()
 
     async def _run(self) -> None:
         try:

@@ -249,6 +249,7 @@ class Coordinator:
         used: list[set | None] = []
         retries: dict[tuple[int, str], int] = {}
         blobs = [encode_siblings([sib]) for _key, sib in entries]
+        plain = [(key, blob) for (key, _sib), blob in zip(entries, blobs)]     # shared by every replica's payload
         self.counters["ops"] += 1
         self.counters["puts"] += 1
         self.counters["keys_written"] += len(entries)
@@ -260,8 +261,7 @@ class Coordinator:
 
         def send(groups: dict[str, list]) -> None:
             for node, slots in groups.items():
-                payload = [(entries[i][0], blobs[i], hint) if hint is not None else (entries[i][0], blobs[i])
-                           for i, _r, hint in slots]
+                payload = [plain[i] if hint is None else (entries[i][0], blobs[i], hint) for i, _r, hint in slots]
                 fan.launch(self.transport.call_future(node, "put_encoded", payload, timeout=timeout),
                            lambda res, exc, node=node, slots=slots: on_reply(node, slots, res, exc))
 
