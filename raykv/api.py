@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 from raykv.cluster.config import StoreConfig
+from raykv.cluster.quorum import validate_request
 from raykv.errors import (ConflictError, InvalidArgument, InvalidKey, KeyTooLarge, QuorumNotReached,
                           StoreNotFound, ValueTooLarge)
 
-PRESETS = ("one", "quorum", "all", "local_quorum", "each_quorum")
 _MISSING = object()
 
 
@@ -166,20 +166,6 @@ def _check_items(items, config: StoreConfig) -> dict[bytes, bytes]:
     return out
 
 
-def _check_quorum(label: str, q, consistency, n: int) -> None:
-    if q is not None and consistency is not None:
-        raise InvalidArgument(f"give either {label}= or consistency=, not both")
-    if q is not None:
-        if isinstance(q, bool) or not isinstance(q, int):
-            raise InvalidArgument(f"{label} must be an integer between 1 and N={n}, got {q!r}")
-        if q < 1:
-            raise InvalidArgument(f"{label}={q} is invalid: it must be at least 1 (and at most N={n})")
-        if q > n:
-            raise InvalidArgument(f"{label}={q} exceeds the number of replicas N={n}; use a value between 1 and {n}")
-    if consistency is not None and consistency not in PRESETS:
-        raise InvalidArgument(f"unknown consistency {consistency!r}; use one of {', '.join(PRESETS)}")
-
-
 def _check_ttl(ttl) -> float | None:
     if ttl is None:
         return None
@@ -255,11 +241,11 @@ class KV:
         return c
 
     def _siblings(self, key: bytes, r, consistency) -> list:
-        _check_quorum("r", r, consistency, self.config.replicas)
+        validate_request("r", r, consistency, self.config.replicas)
         return self._get_group(r, consistency).run(key)
 
     async def _asiblings(self, key: bytes, r, consistency) -> list:
-        _check_quorum("r", r, consistency, self.config.replicas)
+        validate_request("r", r, consistency, self.config.replicas)
         return await self._get_group(r, consistency).arun(key)
 
     def _choose(self, key: bytes, sibs: list) -> tuple[bool, Any, Any]:
@@ -284,7 +270,7 @@ class KV:
             consistency: str | None = None, ttl: float | None = None) -> Version:
         """Write ``value`` after W acks; returns the new Version. ``context`` supersedes the versions it covers."""
         key, value = self._key(key), self._value(value)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         ttl, clock = _check_ttl(ttl), _check_context(context)
         if clock is None:
             return Version(self._put_group(w, consistency, ttl).run((key, value)))
@@ -317,7 +303,7 @@ class KV:
                consistency: str | None = None) -> Version:
         """Write a tombstone superseding ``context`` (default: every version this client can read now)."""
         key = self._key(key)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         clock = _check_context(context)
         if clock is None:
             clock = self._current_context(self._siblings(key, None, None))
@@ -335,7 +321,7 @@ class KV:
                  ttl: float | None = None) -> dict[bytes, Version]:
         """Write many keys with one call per replica; -> {key: Version}."""
         checked = _check_items(items, self.config)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         ttl = _check_ttl(ttl)
         if not checked:
             return {}
@@ -345,7 +331,7 @@ class KV:
     def get_many(self, keys: Iterable, *, r: int | None = None, consistency: str | None = None) -> dict[bytes, bytes]:
         """Values of the keys found (absent keys are left out), one call per replica."""
         ks = list(dict.fromkeys(self._key(k) for k in keys))
-        _check_quorum("r", r, consistency, self.config.replicas)
+        validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
         res = self._client.call("get_many", ks, r=r, consistency=consistency)
@@ -404,7 +390,7 @@ class KV:
     async def aput(self, key, value, *, context: Version | None = None, w: int | None = None,
                    consistency: str | None = None, ttl: float | None = None) -> Version:
         key, value = self._key(key), self._value(value)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         ttl, clock = _check_ttl(ttl), _check_context(context)
         if clock is None:
             return Version(await self._put_group(w, consistency, ttl).arun((key, value)))
@@ -432,7 +418,7 @@ class KV:
     async def adelete(self, key, context: Version | None = None, *, w: int | None = None,
                       consistency: str | None = None) -> Version:
         key = self._key(key)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         clock = _check_context(context)
         if clock is None:
             clock = self._current_context(await self._asiblings(key, None, None))
@@ -440,7 +426,7 @@ class KV:
 
     async def aput_many(self, items, *, w=None, consistency=None, ttl=None) -> dict[bytes, Version]:
         checked = _check_items(items, self.config)
-        _check_quorum("w", w, consistency, self.config.replicas)
+        validate_request("w", w, consistency, self.config.replicas)
         ttl = _check_ttl(ttl)
         if not checked:
             return {}
@@ -449,7 +435,7 @@ class KV:
 
     async def aget_many(self, keys, *, r=None, consistency=None) -> dict[bytes, bytes]:
         ks = list(dict.fromkeys(self._key(k) for k in keys))
-        _check_quorum("r", r, consistency, self.config.replicas)
+        validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
         res = await self._client.acall("get_many", ks, r=r, consistency=consistency)

@@ -38,7 +38,8 @@ def _print_table(title: str, header: list[str], rows: list[list]) -> None:
 
 def print_status(st) -> None:
     rows = [[n.node_id, "yes" if n.alive else "NO", n.datacenter or "-", f"{n.weight:g}",
-             f"{n.ownership * 100:.1f}%", n.keys, n.disk_bytes, n.hints_pending, (n.ray_node_id or "?")[:12]]
+             f"{n.ownership * 100:.1f}%", *("-" if x is None else x for x in (n.keys, n.disk_bytes, n.hints_pending)),
+             (n.ray_node_id or "?")[:12]]
             for n in st.nodes]
     _print_table(f"store {st.name!r}: N={st.replicas} R={st.read_quorum} W={st.write_quorum}, "
                  f"{st.alive}/{len(st.nodes)} nodes alive",

@@ -276,7 +276,10 @@ class Coordinator:
                 t = tallies[i]
                 waiting = t.decision() == "wait"
                 if exc is None and res[j]:
-                    t.ack(r)
+                    if hint is not None and q.mode != "count" and dc_of.get(node) != dc_of.get(r):
+                        t.fail(r)                  # a hint held in another datacenter: stored, but it does not
+                    else:                          # count towards r's datacenter (Cassandra's rule for *_QUORUM)
+                        t.ack(r)
                     settle(t, waiting)
                     continue
                 tries = retries.get((i, r), 0)
@@ -439,9 +442,12 @@ class Coordinator:
     async def scan_page(self, cursor: bytes | None, limit: int) -> tuple[list[tuple[bytes, list[Sibling]]], bytes | None]:
         """A page of live keys for ``items()``, in token order; cursor None starts, returned None ends.
 
-        The cursor is the last token covered (8 bytes). Each ring segment is read from all of its up replicas
-        and merged (so a key held by any replica is seen), paged by token. Keys written during a scan may or may
-        not appear; a key present throughout appears exactly once.
+        The cursor is the last token covered (8 bytes). Every up node is asked, in parallel, for its keys after
+        the cursor (one ``fetch_range`` call per node per round, not per ring segment); the answers are merged
+        (so a key held by any answering replica is seen) and cut at the smallest token where a node's page ended.
+        ``QuorumNotReached`` when no replica of some ring segment in the page answered. Keys written during a
+        scan may or may not appear; a key present throughout appears exactly once.
+        Cost per page: one round of parallel calls, about ``limit`` keys read per node.
         """
         await self._ensure_view()
         m, cfg = self.membership, self.config
@@ -449,39 +455,53 @@ class Coordinator:
         if not len(ring):
             return [], None
         pos = -1 if cursor is None else int.from_bytes(cursor, "big")
-        bounds = sorted({hi for _lo, hi, _o in ring.ranges()} | {MAX_TOKEN})
         out: list[tuple[bytes, list[Sibling]]] = []
         self.counters["scan_pages"] += 1
         while pos < MAX_TOKEN and len(out) < limit:
-            hi = next(b for b in bounds if b > pos)
-            reps = ring.preference_list_for_token(hi, cfg.replicas, cfg.dc_replicas)
-            lo = MAX_TOKEN if pos < 0 else pos     # (MAX, hi] wraps to [0, hi]
+            lo = MAX_TOKEN if pos < 0 else pos     # (MAX, MAX] is the whole ring, from token 0
             want = limit - len(out)
-            pages, cut = [], hi
-            for node in reps:
-                try:
-                    items, nxt = await self.transport.call(node, "fetch_range", lo, hi, want,
-                                                           timeout=cfg.request_timeout)
-                except NodeUnavailable:
+            now = self.transport.now()
+            nodes = [n for n in ring.nodes if m.is_up(n, now)] or list(ring.nodes)
+            replies = await asyncio.gather(*(self.transport.call(n, "fetch_range", lo, MAX_TOKEN, want,
+                                                                 timeout=cfg.request_timeout) for n in nodes),
+                                           return_exceptions=True)
+            pages, answered, cut = [], set(), MAX_TOKEN
+            for node, reply in zip(nodes, replies):
+                if isinstance(reply, NodeUnavailable):
                     self._failed(node)
                     continue
+                if isinstance(reply, BaseException):
+                    raise reply
+                items, nxt = reply
                 pages.append(items)
+                answered.add(node)
                 if nxt is not None:
                     cut = min(cut, nxt)
-            if not pages:
-                raise QuorumNotReached("scan", 0, 1, len(reps), f"no replica of token range ending {hi} answered")
+            self._check_scan_coverage(ring, answered, pos, cut)
             merged: dict[bytes, list[Sibling]] = {}
             for items in pages:
                 for key, sibs in items:
                     if key_token(key) <= cut:
                         merged[key] = reconcile(merged.get(key, []), sibs)
-            now = self.transport.now()
             for key in sorted(merged, key=lambda k: (key_token(k), k)):
                 vis = live(merged[key], now)
                 if vis:
                     out.append((key, vis))
             pos = cut
         return out, (None if pos >= MAX_TOKEN else pos.to_bytes(8, "big"))
+
+    def _check_scan_coverage(self, ring, answered: set, pos: int, cut: int) -> None:
+        """Raise ``QuorumNotReached`` if some ring segment overlapping (pos, cut] has no answering replica."""
+        if len(answered) == len(ring.nodes):
+            return
+        cfg = self.config
+        for lo, hi, _owner in ring.ranges():
+            overlaps = (hi > pos and lo < cut) if lo < hi else (hi > pos or cut > lo)   # lo >= hi: the wrapping arc
+            if not overlaps:
+                continue
+            reps = ring.preference_list_for_token(hi, cfg.replicas, cfg.dc_replicas)
+            if not answered.intersection(reps):
+                raise QuorumNotReached("scan", 0, 1, len(reps), f"no replica of token range ending {hi} answered")
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict:

@@ -57,9 +57,11 @@ class Quorum:
         return {}
 
 
-def _quorum(config: StoreConfig, label: str, default: int, explicit: int | None, consistency: str | None,
-            local_dc: str | None) -> Quorum:
-    n = config.replicas
+def validate_request(label: str, explicit, consistency, n: int) -> None:
+    """Check a request's explicit ``r``/``w`` or preset name against N; ``InvalidArgument`` with the fix.
+
+    Needs no datacenter knowledge, so the API facade runs it before anything crosses the network.
+    """
     if explicit is not None and consistency is not None:
         raise InvalidArgument(f"give either {label}={explicit!r} or consistency={consistency!r}, not both")
     if explicit is not None:
@@ -69,14 +71,21 @@ def _quorum(config: StoreConfig, label: str, default: int, explicit: int | None,
             raise InvalidArgument(f"{label}={explicit} is not allowed: {label} must be at least 1 "
                                   f"(use consistency='one' for the fastest setting)")
         if explicit > n:
-            raise InvalidArgument(f"{label}={explicit} exceeds the replication factor N={n}; "
+            raise InvalidArgument(f"{label}={explicit} exceeds the number of replicas N={n}; "
                                   f"use a value between 1 and {n} (or consistency='all')")
+    elif consistency is not None and (not isinstance(consistency, str) or consistency.lower() not in PRESETS):
+        raise InvalidArgument(f"unknown consistency {consistency!r}; use one of {', '.join(PRESETS)} "
+                              f"or an explicit {label}")
+
+
+def _quorum(config: StoreConfig, label: str, default: int, explicit: int | None, consistency: str | None,
+            local_dc: str | None) -> Quorum:
+    n = config.replicas
+    validate_request(label, explicit, consistency, n)
+    if explicit is not None:
         return Quorum(n, explicit, "count")
     if consistency is None:
         return Quorum(n, default, "count")
-    if not isinstance(consistency, str) or consistency.lower() not in PRESETS:
-        raise InvalidArgument(f"unknown consistency {consistency!r}; use one of {', '.join(PRESETS)} "
-                              f"or an explicit {label}")
     level = consistency.lower()
     if level == "one":
         return Quorum(n, 1, "count")

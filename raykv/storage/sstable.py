@@ -268,22 +268,18 @@ class TableReader:
         order correctly by plain comparison (newest version of a key first) and never compare None,
         so ``heapq.merge`` needs no key function (the scan and compaction input path)."""
         neg = operator.neg
-        i = 0 if start is None else bisect_left(self.index_keys, start)
-        n = len(self.index_keys)
-        while i < n:
-            blk = self._block(i, fill_cache)
-            keys = blk.keys()
-            j = 0 if start is None else bisect_left(keys, start)
-            stop = len(keys) if end is None else bisect_left(keys, end)
+        for blk, keys, j, stop in self._slices(start, end, fill_cache):
             yield from zip(keys[j:stop], map(neg, blk.seqs[j:stop]), blk.values(j, stop, raw=True),
                            blk.kinds[j:stop], blk.exps[j:stop])
-            if stop < len(keys):
-                return
-            i += 1
 
     def iter(self, start: bytes | None = None, end: bytes | None = None,
              fill_cache: bool = True) -> Iterator[tuple[bytes, int, bytes | None, float]]:
         """(key, seq, value|None, expire_at) for start <= key < end, in key order."""
+        for blk, keys, j, stop in self._slices(start, end, fill_cache):
+            yield from zip(keys[j:stop], blk.seqs[j:stop], blk.values(j, stop), blk.exps[j:stop])
+
+    def _slices(self, start: bytes | None, end: bytes | None, fill_cache: bool):
+        """(block, its keys, first index, stop index) of each block overlapping [start, end), in order."""
         i = 0 if start is None else bisect_left(self.index_keys, start)
         n = len(self.index_keys)
         while i < n:
@@ -291,7 +287,7 @@ class TableReader:
             keys = blk.keys()
             j = 0 if start is None else bisect_left(keys, start)
             stop = len(keys) if end is None else bisect_left(keys, end)
-            yield from zip(keys[j:stop], blk.seqs[j:stop], blk.values(j, stop), blk.exps[j:stop])
+            yield blk, keys, j, stop
             if stop < len(keys):
                 return
             i += 1

@@ -228,3 +228,64 @@ def test_writes_reach_a_joining_node_before_it_serves_reads():
         assert values(new.backend.get(key)) == [b"v"]          # the future owner got the write, uncounted
         assert "n9" not in c.membership.ring("read").nodes     # but is not asked for reads yet
     run(sim, body)
+
+
+def test_scan_with_a_node_down_still_returns_every_key_in_few_rounds():
+    sim = Simulation(seed=11, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        keys = {b"key%d" % i for i in range(120)}
+        await c.put_many([(k, b"v") for k in sorted(keys)], w=3)
+        calls = []
+        real = c.transport.call
+
+        async def spy(node, method, *args, timeout):
+            calls.append(method)
+            return await real(node, method, *args, timeout=timeout)
+        c.transport.call = spy
+        sim.crash(sorted(sim.specs)[0])
+        seen, cursor = [], None
+        while True:
+            page, cursor = await c.scan_page(cursor, 1000)
+            seen += [k for k, _ in page]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(keys)
+        # one call per node per page round, not one per ring segment
+        assert calls.count("fetch_range") <= 2 * len(sim.specs)
+    run(sim, body)
+
+
+def test_scan_fails_when_every_replica_of_a_range_is_down():
+    sim = Simulation(seed=12, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        await c.put_many([(b"key%d" % i, b"v") for i in range(50)])
+        for node in sorted(sim.specs)[:3]:      # 3 of 5 down: some segment has all N=3 replicas down
+            sim.crash(node)
+        with pytest.raises(QuorumNotReached):
+            cursor = None
+            while True:
+                _page, cursor = await c.scan_page(cursor, 1000)
+                if cursor is None:
+                    break
+    run(sim, body)
+
+
+def test_each_quorum_does_not_count_fallbacks_in_another_datacenter():
+    cfg = NO_AE.with_(dc_replicas={"us": 2, "eu": 1}, local_datacenter="us")
+    sim = Simulation(seed=9, nodes=6, config=cfg, datacenters=["us", "eu"])
+    c = sim.coordinator("c0")
+
+    async def body():
+        eu = [n for n in sim.specs if sim.specs[n]["datacenter"] == "eu"]
+        sim.partition([n for n in sim.specs if n not in eu] + ["c0"], eu)     # the whole eu datacenter is cut off
+        await asyncio.sleep(30)                    # long enough for the detector: writes go sloppy, with hints
+        assert not any(c.membership.is_up(n, sim.now()) for n in eu)
+        await c.put(b"k", b"v", consistency="local_quorum")
+        with pytest.raises(QuorumNotReached):
+            await c.put(b"k2", b"v", consistency="each_quorum")
+        await c.put(b"k3", b"v", consistency="quorum")      # plain quorum: sloppy acks count (Dynamo)
+    run(sim, body)

@@ -34,7 +34,7 @@ def test_presets_and_defaults():
 
 
 @pytest.mark.parametrize("call, fragment", [
-    (lambda: read_quorum(CFG, r=4), "exceeds the replication factor N=3"),
+    (lambda: read_quorum(CFG, r=4), "exceeds the number of replicas N=3"),
     (lambda: write_quorum(CFG, w=0), "w=0 is not allowed"),
     (lambda: write_quorum(CFG, w=-1), "at least 1"),
     (lambda: read_quorum(CFG, r=True), "must be an integer"),

@@ -30,4 +30,6 @@ def test_replicas_per_datacenter_and_losing_a_whole_datacenter(ray_session, stor
     for i in range(50):
         kv.put(b"dc%d" % i, b"x", consistency="local_quorum")
     assert all(kv.get(b"dc%d" % i, consistency="local_quorum") == b"x" for i in range(50))
+    with pytest.raises(raykv.QuorumNotReached):         # hints held in "us" do not count for "eu"
+        kv.put(b"each", b"x", consistency="each_quorum")
     kv.shutdown()
