@@ -13,7 +13,10 @@ What it does:
   (heartbeat + phi-accrual detector, raykv/cluster/membership.py);
 - replays hints to targets its detector sees up (raykv/cluster/hints.py);
 - runs Merkle anti-entropy with one peer per ``anti_entropy_interval``,
-  peers in rotation (raykv/cluster/antientropy.py), and every few rounds
+  peers in rotation (raykv/cluster/antientropy.py), postponed while the node
+  serves more than ``AE_BUSY_KEYS`` client keys per interval (at most
+  ``AE_MAX_DEFER`` intervals in a row: a Merkle round reads every shared key,
+  and in-flight writes look like differences), and every few rounds
   drops garbage: tombstones past ``tombstone_grace`` and copies of ranges it
   no longer replicates, once their owners hold them (raykv/cluster/garbage.py);
 - joins by pulling its ranges before serving reads, leaves by pushing them

@@ -237,3 +237,48 @@ def test_old_owners_hand_off_and_drop_ranges_they_no_longer_replicate():
         got = await c.get_many(keys, r=3)
         assert len(got) == len(keys)
     run(sim, body)
+
+
+def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
+    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    sim = Simulation(seed=11, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        a, b = sib("x", 1, b"a"), sib("y", 1, b"b")
+        assert await node.rpc_get_encoded([b"k"]) == [None]
+        assert await node.rpc_put_encoded([(b"k", encode_siblings([a]))]) == [True]
+        assert await node.rpc_get_encoded([b"k"]) == [encode_siblings([a])]     # a new key: stored as sent
+        await node.rpc_put_encoded([(b"k", encode_siblings([b])), (b"k", encode_siblings([a]))])
+        assert {s.value for s in decode_siblings((await node.rpc_get_encoded([b"k"]))[0])} == {b"a", b"b"}
+        c = sib("z", 1, b"c", ctx={"x": 1, "y": 1})              # supersedes both
+        await node.rpc_put_encoded([(b"k", encode_siblings([c]))])
+        await node.rpc_put_encoded([(b"k", encode_siblings([a]))])  # a late duplicate of an obsolete write
+        assert [s.value for s in (await node.rpc_get_batch([b"k"]))[0]] == [b"c"]
+        assert await node.rpc_put_encoded([(b"h", encode_siblings([a]), "n1")]) == [True]   # sloppy: a hint
+        assert await node.rpc_get_encoded([b"h"]) == [None] and sim.backends["n0"].get_hint("n1", b"h") == [a]
+    run(sim, body)
+
+
+def test_anti_entropy_yields_to_heavy_client_traffic_but_only_for_a_bounded_number_of_rounds():
+    from raykv.cluster.node import AE_BUSY_KEYS, AE_MAX_DEFER
+    sim = Simulation(seed=12, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        launched = []
+        node._background = lambda name, fn: launched.append(name)
+        rounds = []
+        for _ in range(2 * (AE_MAX_DEFER + 1)):
+            await node.rpc_get_batch([b"k"] * AE_BUSY_KEYS)      # a busy interval
+            node._due["ae"] = 0.0                                # anti-entropy is due now
+            launched.clear()
+            await node.tick()
+            rounds.append("ae" in launched)
+        assert rounds == ([False] * AE_MAX_DEFER + [True]) * 2
+        assert node.counters["anti_entropy_deferred"] == 2 * AE_MAX_DEFER
+        node._due["ae"] = 0.0                                    # a quiet interval: runs at once
+        launched.clear()
+        await node.tick()
+        assert "ae" in launched
+    run(sim, body)
