@@ -153,6 +153,8 @@ class LSMStore:
         self._flush_cv = threading.Condition(self._lock)    # flush thread waiting for a frozen memtable
         self._compact_cv = threading.Condition(self._lock)  # compaction thread waiting for work
         self._manifest_lock = threading.Lock()              # serializes state change + manifest save
+        self._arrivals_lock = threading.Lock()
+        self._arrivals = 0                                  # fsync="batch" writers not yet in sync_to
         self._compaction_lock = threading.Lock()            # one compaction at a time (bg or manual)
         self._closed = False
         self._closing = False
@@ -254,26 +256,33 @@ class LSMStore:
         if type(value) is not bytes:
             raise _bad_value(value)
         exp = 0.0 if ttl is None else self._expiry(ttl)
-        with self._lock:
-            mem = self._mem
-            if mem.bytes >= self._limit:
-                self._make_room()
+        group = self._sync_batch
+        if group:
+            self._arrive(1)
+        try:
+            with self._lock:
                 mem = self._mem
-            seq = self._seq = self._seq + 1
-            wal = self._wal
-            klen = len(key)
-            vlen = len(value)
-            tail = _ONE_FRAME(_ONE_SIZE + klen + vlen, _BATCH, seq, 1, _KPUT, klen, vlen, exp) + key + value
-            crc = _CRC(_crc32(tail))
-            n = _writev(wal.fd, (crc, tail))
-            if n != 4 + len(tail):       # a short write (rare: signal, disk full): finish it or fail
-                W.write_all(wal.fd, (crc + tail)[n:])
-            wal.written = ticket = wal.written + 4 + len(tail)
-            if self._sync_always:
-                wal.sync()
-            mem.put(key, seq, value, exp)
-        if self._sync_batch:
-            wal.sync_to(ticket)
+                if mem.bytes >= self._limit:
+                    self._make_room()
+                    mem = self._mem
+                seq = self._seq = self._seq + 1
+                wal = self._wal
+                klen = len(key)
+                vlen = len(value)
+                tail = _ONE_FRAME(_ONE_SIZE + klen + vlen, _BATCH, seq, 1, _KPUT, klen, vlen, exp) + key + value
+                crc = _CRC(_crc32(tail))
+                n = _writev(wal.fd, (crc, tail))
+                if n != 4 + len(tail):       # a short write (rare: signal, disk full): finish it or fail
+                    W.write_all(wal.fd, (crc + tail)[n:])
+                wal.written = ticket = wal.written + 4 + len(tail)
+                if self._sync_always:
+                    wal.sync()
+                mem.put(key, seq, value, exp)
+        finally:
+            if group:
+                self._arrive(-1)
+        if group:
+            wal.sync_to(ticket, self._arriving)
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (absent keys too). Same cost and durability as ``put``."""
@@ -304,20 +313,36 @@ class LSMStore:
         return self._clock() + float(ttl)
 
     def _write(self, batch: list[tuple[bytes, bytes | None, float]]) -> None:
-        with self._lock:
-            if self._mem.bytes >= self._limit:
-                self._make_room()
-            base = self._seq + 1
-            self._seq = base + len(batch) - 1
-            wal = self._wal
-            ticket = wal.append(W.frame(W.encode_batch(base, batch)))
-            if self._sync_always:
-                wal.sync()
-            mem = self._mem
-            for i, (key, value, exp) in enumerate(batch):
-                mem.put(key, base + i, value, exp)
-        if self._sync_batch:
-            wal.sync_to(ticket)
+        group = self._sync_batch
+        if group:
+            self._arrive(1)
+        try:
+            with self._lock:
+                if self._mem.bytes >= self._limit:
+                    self._make_room()
+                base = self._seq + 1
+                self._seq = base + len(batch) - 1
+                wal = self._wal
+                ticket = wal.append(W.frame(W.encode_batch(base, batch)))
+                if self._sync_always:
+                    wal.sync()
+                mem = self._mem
+                for i, (key, value, exp) in enumerate(batch):
+                    mem.put(key, base + i, value, exp)
+        finally:
+            if group:
+                self._arrive(-1)
+        if group:
+            wal.sync_to(ticket, self._arriving)
+
+    def _arrive(self, delta: int) -> None:
+        """Count batch-mode writers between entering the write path and reaching ``sync_to``."""
+        with self._arrivals_lock:
+            self._arrivals += delta
+
+    def _arriving(self) -> bool:
+        """True while another writer is on its way to a WAL append (the group leader waits for it)."""
+        return self._arrivals > 0
 
     def _check_open(self) -> None:
         if self._closed or self._closing:
