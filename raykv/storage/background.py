@@ -60,7 +60,11 @@ class BackgroundWork:
                 reader = TableReader(self._file(F.table_name(number)), number, self.cache)
                 with self._manifest_lock:
                     with self._lock:
-                        self._state.levels[0].insert(0, meta)
+                        level = C.flush_level(self._levels_info(), meta.smallest, meta.largest,
+                                              self._policy, self._reserved)
+                        self._state.levels[level].insert(0, meta)
+                        if level:
+                            self.counters["flushes_below_l0"] += 1
                         self._readers[number] = reader
                         nxt = self._imm[1] if len(self._imm) > 1 else self._mem
                         self._state.log_number = nxt.wal_number
@@ -120,6 +124,7 @@ class BackgroundWork:
                 with self._compaction_lock:
                     with self._lock:
                         task = C.pick(self._levels_info(), self._policy, self._pointers)
+                        self._reserve(task)
                     if task is not None:
                         self._run(task)
             except BaseException as exc:
@@ -133,11 +138,29 @@ class BackgroundWork:
         with self._compaction_lock:
             with self._lock:
                 task = C.full(self._levels_info())
+                self._reserve(task)
             if task is not None:
                 self._run(task)
 
     def _run(self, task: C.Task) -> None:
-        """Execute a task: merge inputs into new tables, make the manifest durable, then delete inputs."""
+        """Execute a task (the caller holds ``_compaction_lock`` and reserved the task's output range
+        against flush placement when it picked it), merge the inputs into new tables, make the manifest durable, then delete
+        the inputs."""
+        with self._lock:
+            if not self._reserved:
+                self._reserve(task)
+        try:
+            self._execute(task)
+        finally:
+            with self._lock:
+                self._reserved = ()
+
+    def _reserve(self, task: C.Task | None) -> None:
+        """Called with the writer lock held, in the critical section that picked ``task``: from
+        now on no flush places a table where the task will write."""
+        self._reserved = () if task is None else (C.reservation(task),)
+
+    def _execute(self, task: C.Task) -> None:
         t0 = time.monotonic()
         inputs = task.all_inputs
         numbers = {f.number for f in inputs}

@@ -62,7 +62,8 @@ class LSMStore(BackgroundWork):
     a write returns after the fsync of its group; concurrent writers share one fsync) or
     "never" (records reach the OS page cache at once; the last writes are lost on power loss,
     not on a process crash). Memory: ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes``
-    + per-table index and bloom filter.
+    + per-table index and bloom filter. ``max_flush_level``: a flushed table that overlaps no
+    table of levels 0..k goes straight to level k <= this (0: every flush lands in level 0).
     """
 
     def __init__(self, path: str, fsync: str = "batch", memtable_bytes: int = 4 << 20,
@@ -71,7 +72,8 @@ class LSMStore(BackgroundWork):
                  clock: Callable[[], float] = time.time, max_immutable: int = 2,
                  l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
                  level_base_bytes: int | None = None, level_multiplier: int = 10, max_levels: int = 7,
-                 auto_compact: bool = True, stall_timeout: float | None = None) -> None:
+                 auto_compact: bool = True, stall_timeout: float | None = None,
+                 max_flush_level: int = 2) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         if compression not in F.CODECS:
@@ -100,7 +102,8 @@ class LSMStore(BackgroundWork):
         self._l0_stop = l0_stop
         self._table_bytes = table_bytes or max(memtable_bytes // 2, 64 << 10)
         self._policy = C.Policy(l0_trigger, level_base_bytes or 5 * self._table_bytes,
-                                level_multiplier, max_levels)
+                                level_multiplier, max_levels, max(0, min(max_flush_level, max_levels - 1)),
+                                10 * self._table_bytes)   # LevelDB: grandparent limit = 10 tables
         self._auto_compact = auto_compact
         self._stall_timeout = stall_timeout     # None: a stalled write blocks until there is room
         self.cache = BlockCache(cache_bytes)
@@ -117,9 +120,11 @@ class LSMStore(BackgroundWork):
         self._closing = False
         self._bg_error: BaseException | None = None
         self._pointers: dict[int, bytes] = {}
+        self._reserved: tuple[C.Reservation, ...] = ()     # output range of the running compaction
         self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "flush_seconds": 0.0,
                          "compactions": 0, "compaction_seconds": 0.0,
-                         "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0}
+                         "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0,
+                         "flushes_below_l0": 0}
         os.makedirs(self.path, exist_ok=True)
         self._state, self._readers, self._wal, self._seq = R.recover(
             self.path, self._policy.max_levels, self.cache, self._write_columns)
