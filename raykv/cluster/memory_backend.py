@@ -35,10 +35,14 @@ class MemoryBackend(VersionedBackend):
         return list(self._data.get(key, ()))
 
     def put(self, key: bytes, siblings: list[Sibling]) -> None:
+        """Store the sibling set; an empty list removes the key (as LSMBackend: empty = absent)."""
+        self.writes += 1
+        if not siblings:
+            self.remove(key)
+            return
         if key not in self._data:
             self._index.add((key_token(key), key))
         self._data[key] = list(siblings)
-        self.writes += 1
 
     def put_many(self, items: list[tuple[bytes, list[Sibling]]]) -> None:
         for key, siblings in items:

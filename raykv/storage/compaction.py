@@ -7,7 +7,10 @@ Level 0 holds flushed memtables (they may overlap; newest first); level k >= 1 h
 non-overlapping tables sorted by key with a byte budget ``base * multiplier**(k-1)``.
 The number of tables a point read consults is therefore at most
 ``l0_stop + (levels - 1)``: bounded, whatever the data size. Why leveled and not
-size-tiered: see docs/architecture.md ("Storage engine").
+size-tiered: see docs/architecture.md ("Storage engine"). ``flush_level`` places a
+flushed table below level 0 when nothing there overlaps it (LevelDB's
+``Version::PickLevelForMemTableOutput``), saving the L0 -> L1 -> L2 rewrites of
+disjoint data.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Policy:
     level_base_bytes: int = 10 << 20 # byte budget of level 1
     multiplier: int = 10             # each deeper level holds this much more
     max_levels: int = 7
+    max_flush_level: int = 2         # deepest level a flushed table may be placed in (kMaxMemCompactLevel)
+    grandparent_bytes: int = 20 << 20  # most bytes a placed table may overlap two levels below it
 
     def target_bytes(self, level: int) -> int:
         return self.level_base_bytes * self.multiplier ** (level - 1)
@@ -142,3 +147,43 @@ def full(levels: list[list[FileInfo]]) -> Task | None:
     inputs = [f for lv in range(deepest) for f in (levels[lv] if lv < len(levels) else [])]
     over = list(levels[deepest]) if deepest < len(levels) else []
     return Task(0, inputs, deepest, over, bottom=True, trivial_move=False, reason="manual full compaction")
+
+
+Reservation = tuple[int, bytes, bytes]   # (output level, lo, hi) of a compaction being executed
+
+
+def reservation(task: Task) -> Reservation:
+    """The key range a running task will write into its output level: its outputs' keys all lie
+    within its inputs' overall range, so no table may be placed there until it is installed."""
+    lo, hi = key_range(task.all_inputs)
+    return task.output_level, lo, hi
+
+
+def flush_level(levels: list[list[FileInfo]], lo: bytes, hi: bytes, policy: Policy,
+                reserved: tuple[Reservation, ...] = ()) -> int:
+    """The level a freshly flushed table with keys [lo, hi] goes to (LevelDB's
+    ``PickLevelForMemTableOutput``): level 0 if it overlaps a level-0 table; otherwise push it
+    down while the next level has no overlapping table (nor a running compaction writing an
+    overlapping range there) and the level after that overlaps at most ``grandparent_bytes``
+    (so the table's later compaction stays cheap), up to ``max_flush_level``.
+
+    Correct because a read consults level 0, then each deeper level in turn: a table placed at
+    level k overlaps nothing in levels 0..k, so every older version of its keys lies deeper and
+    is shadowed. Cost O(tables in levels 0..max_flush_level + 1).
+    """
+    def overlaps(level: int) -> bool:
+        if level < len(levels) and overlapping(levels[level], lo, hi):
+            return True
+        return any(lv == level and not (rhi < lo or rlo > hi) for lv, rlo, rhi in reserved)
+
+    if overlaps(0):
+        return 0
+    level = 0
+    while level < min(policy.max_flush_level, policy.max_levels - 1):
+        if overlaps(level + 1):
+            break
+        if level + 2 < min(policy.max_levels, len(levels)):
+            if sum(f.size for f in overlapping(levels[level + 2], lo, hi)) > policy.grandparent_bytes:
+                break
+        level += 1
+    return level

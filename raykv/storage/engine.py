@@ -11,29 +11,30 @@ reads take no lock (they read immutable snapshots: frozen memtables, ``Version``
 A flush thread turns frozen memtables into level-0 tables; a compaction thread runs the pure
 policy of compaction.py. Writers stall (block, never fail) while too many memtables wait for
 a flush or level 0 is full.
+
+This module holds the write and read paths; recovery.py reopens a directory, background.py
+runs flushes and compactions (a mixin of LSMStore), version.py is the read view of the tables.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
 import zlib
-from bisect import bisect_left
 from typing import Callable, Iterable, Iterator
 
-from raykv.errors import CorruptionError, InvalidArgument, InvalidKey, Overloaded, RayKVError
+from raykv.errors import InvalidArgument, InvalidKey, Overloaded, RayKVError
 from raykv.storage import block as B
 from raykv.storage import compaction as C
 from raykv.storage import format as F
-from raykv.storage import manifest as M
+from raykv.storage import recovery as R
 from raykv.storage import wal as W
-from raykv.storage.bloom import key_hash
+from raykv.storage.background import BackgroundWork
 from raykv.storage.cache import BlockCache
-from raykv.storage.iterators import compaction_columns, live_sortable, memtable_sortable
+from raykv.storage.iterators import live_sortable, memtable_sortable
 from raykv.storage.memtable import Memtable
-from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
+from raykv.storage.version import Version, build_version
 
 _crc32 = zlib.crc32
 _ONE_FRAME = F.ONE_PUT_FRAME.pack
@@ -43,50 +44,6 @@ _BATCH = F.WAL_TYPE_BATCH
 _KPUT = F.KIND_PUT
 _ONE_SIZE = F.ONE_PUT.size
 FSYNC_POLICIES = ("always", "batch", "never")
-
-
-class Version:
-    """An immutable view of the live tables; ``get`` consults L0 newest first, then one table per level."""
-
-    __slots__ = ("l0", "deeper", "tables")
-
-    def __init__(self, levels: list[list[TableReader]]) -> None:
-        self.l0 = tuple(levels[0]) if levels else ()
-        self.deeper = tuple(([r.largest for r in lv], tuple(lv)) for lv in levels[1:] if lv)
-        self.tables = [r for lv in levels for r in lv]
-
-    def get(self, key: bytes):
-        h = None
-        for r in self.l0:
-            if r.smallest <= key <= r.largest:
-                if h is None:
-                    h = key_hash(key)
-                e = r.get(key, h)
-                if e is not None:
-                    return e
-        for largests, readers in self.deeper:
-            i = bisect_left(largests, key)
-            if i < len(readers):
-                r = readers[i]
-                if r.smallest <= key:
-                    if h is None:
-                        h = key_hash(key)
-                    e = r.get(key, h)
-                    if e is not None:
-                        return e
-        return None
-
-    def sources(self, start: bytes | None, end: bytes | None) -> list[Iterable]:
-        """One sortable stream per L0 table and one per deeper level (its tables chained), for a scan."""
-        hi_ok = (lambda r: True) if end is None else (lambda r: r.smallest < end)
-        lo_ok = (lambda r: True) if start is None else (lambda r: r.largest >= start)
-        out: list[Iterable] = [r.iter_sortable(start, end, True) for r in self.l0 if hi_ok(r) and lo_ok(r)]
-        for _, readers in self.deeper:
-            chosen = [r for r in readers if hi_ok(r) and lo_ok(r)]
-            if chosen:
-                out.append(itertools.chain.from_iterable(r.iter_sortable(start, end, True) for r in chosen))
-        return out
-
 
 def _bad_key(key) -> RayKVError:
     if isinstance(key, (bytes, bytearray, memoryview, str)) and len(key) == 0:
@@ -98,14 +55,15 @@ def _bad_value(value) -> RayKVError:
     return InvalidArgument(f"LSMStore values must be bytes, got {type(value).__name__}")
 
 
-class LSMStore:
+class LSMStore(BackgroundWork):
     """A durable, thread-safe ordered key-value store in one directory (see DESIGN.md section 2).
 
     ``fsync``: "always" (one fsync per write, under the writer lock), "batch" (group commit:
     a write returns after the fsync of its group; concurrent writers share one fsync) or
     "never" (records reach the OS page cache at once; the last writes are lost on power loss,
     not on a process crash). Memory: ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes``
-    + per-table index and bloom filter.
+    + per-table index and bloom filter. ``max_flush_level``: a flushed table that overlaps no
+    table of levels 0..k goes straight to level k <= this (0: every flush lands in level 0).
     """
 
     def __init__(self, path: str, fsync: str = "batch", memtable_bytes: int = 4 << 20,
@@ -114,7 +72,8 @@ class LSMStore:
                  clock: Callable[[], float] = time.time, max_immutable: int = 2,
                  l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
                  level_base_bytes: int | None = None, level_multiplier: int = 10, max_levels: int = 7,
-                 auto_compact: bool = True, stall_timeout: float | None = None) -> None:
+                 auto_compact: bool = True, stall_timeout: float | None = None,
+                 max_flush_level: int = 2) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         if compression not in F.CODECS:
@@ -143,7 +102,8 @@ class LSMStore:
         self._l0_stop = l0_stop
         self._table_bytes = table_bytes or max(memtable_bytes // 2, 64 << 10)
         self._policy = C.Policy(l0_trigger, level_base_bytes or 5 * self._table_bytes,
-                                level_multiplier, max_levels)
+                                level_multiplier, max_levels, max(0, min(max_flush_level, max_levels - 1)),
+                                10 * self._table_bytes)   # LevelDB: grandparent limit = 10 tables
         self._auto_compact = auto_compact
         self._stall_timeout = stall_timeout     # None: a stalled write blocks until there is room
         self.cache = BlockCache(cache_bytes)
@@ -153,97 +113,38 @@ class LSMStore:
         self._flush_cv = threading.Condition(self._lock)    # flush thread waiting for a frozen memtable
         self._compact_cv = threading.Condition(self._lock)  # compaction thread waiting for work
         self._manifest_lock = threading.Lock()              # serializes state change + manifest save
+        self._arrivals_lock = threading.Lock()
+        self._arrivals = 0                                  # fsync="batch" writers not yet in sync_to
         self._compaction_lock = threading.Lock()            # one compaction at a time (bg or manual)
         self._closed = False
         self._closing = False
         self._bg_error: BaseException | None = None
         self._pointers: dict[int, bytes] = {}
+        self._reserved: tuple[C.Reservation, ...] = ()     # output range of the running compaction
         self.counters = {"stalls": 0, "stall_seconds": 0.0, "flushes": 0, "flush_seconds": 0.0,
                          "compactions": 0, "compaction_seconds": 0.0,
-                         "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0}
+                         "trivial_moves": 0, "compaction_bytes_in": 0, "compaction_bytes_out": 0,
+                         "flushes_below_l0": 0}
         os.makedirs(self.path, exist_ok=True)
-        try:
-            self._recover()
-        except BaseException:
-            for r in getattr(self, "_readers", {}).values():
-                r.close()
-            wal = getattr(self, "_wal", None)
-            if wal is not None:
-                wal.close(sync=False)
-            raise
+        self._state, self._readers, self._wal, self._seq = R.recover(
+            self.path, self._policy.max_levels, self.cache, self._write_columns)
+        self._mem = Memtable(self._wal.number)
+        self._imm: tuple[Memtable, ...] = ()
+        self._version = self._make_version()
         self._threads = [threading.Thread(target=self._flush_loop, name="raykv-flush", daemon=True),
                          threading.Thread(target=self._compact_loop, name="raykv-compact", daemon=True)]
         for t in self._threads:
             t.start()
 
-    # ------------------------------------------------------------------ recovery
-    def _recover(self) -> None:
-        state = M.load(self.path) or M.ManifestState()
-        while len(state.levels) < self._policy.max_levels:
-            state.levels.append([])
-        self._state = state
-        self._readers: dict[int, TableReader] = {}
-        for lv in state.levels:
-            for m in lv:
-                tpath = self._file(F.table_name(m.number))
-                if not os.path.exists(tpath):
-                    raise CorruptionError(tpath, 0, "table named by the manifest is missing")
-                self._readers[m.number] = TableReader(tpath, m.number, self.cache)
-        live_tables = set(self._readers)
-        logs = []
-        for name in os.listdir(self.path):
-            full = os.path.join(self.path, name)
-            if name.endswith(F.TMP_SUFFIX):
-                os.unlink(full)
-            elif name.endswith(F.TABLE_SUFFIX) and name[:-4].isdigit() and int(name[:-4]) not in live_tables:
-                os.unlink(full)   # written by a flush/compaction whose manifest never became durable
-            elif name.endswith(F.WAL_SUFFIX) and name[:-4].isdigit():
-                n = int(name[:-4])
-                if n < state.log_number:
-                    os.unlink(full)
-                else:
-                    logs.append(n)
-        logs.sort()
-        mem = Memtable()
-        seq = state.last_seq
-        for n in logs:
-            for s, key, value, exp in W.replay(self._file(F.wal_name(n))):
-                mem.put(key, s, value, exp)
-                if s > seq:
-                    seq = s
-        self._seq = seq
-        wal_number = self._alloc()
-        self._wal = W.WalWriter(self._file(F.wal_name(wal_number)), wal_number)
-        if len(mem):
-            meta = self._write_columns(mem.columns(), self._alloc())
-            state.levels[0].insert(0, meta)
-            self._readers[meta.number] = TableReader(self._file(F.table_name(meta.number)), meta.number, self.cache)
-        state.log_number = wal_number
-        state.last_seq = seq
-        M.save(self.path, state)
-        for n in logs:
-            os.unlink(self._file(F.wal_name(n)))
-        self._mem = Memtable(wal_number)
-        self._imm: tuple[Memtable, ...] = ()
-        self._version = self._make_version()
-
+    # ------------------------------------------------------------------ files and versions
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def _alloc(self) -> int:
-        n = self._state.next_file
-        self._state.next_file = n + 1
-        return n
+        return R.alloc(self._state)
 
     def _make_version(self) -> Version:
-        levels = []
-        for lv, metas in enumerate(self._state.levels):
-            if lv == 0:
-                metas.sort(key=lambda m: m.max_seq, reverse=True)
-            else:
-                metas.sort(key=lambda m: m.smallest)
-            levels.append([self._readers[m.number] for m in metas])
-        return Version(levels)
+        return build_version(self._state.levels, self._readers)
 
     # ------------------------------------------------------------------ writes
     def put(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
@@ -254,26 +155,33 @@ class LSMStore:
         if type(value) is not bytes:
             raise _bad_value(value)
         exp = 0.0 if ttl is None else self._expiry(ttl)
-        with self._lock:
-            mem = self._mem
-            if mem.bytes >= self._limit:
-                self._make_room()
+        group = self._sync_batch
+        if group:
+            self._arrive(1)
+        try:
+            with self._lock:
                 mem = self._mem
-            seq = self._seq = self._seq + 1
-            wal = self._wal
-            klen = len(key)
-            vlen = len(value)
-            tail = _ONE_FRAME(_ONE_SIZE + klen + vlen, _BATCH, seq, 1, _KPUT, klen, vlen, exp) + key + value
-            crc = _CRC(_crc32(tail))
-            n = _writev(wal.fd, (crc, tail))
-            if n != 4 + len(tail):       # a short write (rare: signal, disk full): finish it or fail
-                W.write_all(wal.fd, (crc + tail)[n:])
-            wal.written = ticket = wal.written + 4 + len(tail)
-            if self._sync_always:
-                wal.sync()
-            mem.put(key, seq, value, exp)
-        if self._sync_batch:
-            wal.sync_to(ticket)
+                if mem.bytes >= self._limit:
+                    self._make_room()
+                    mem = self._mem
+                seq = self._seq = self._seq + 1
+                wal = self._wal
+                klen = len(key)
+                vlen = len(value)
+                tail = _ONE_FRAME(_ONE_SIZE + klen + vlen, _BATCH, seq, 1, _KPUT, klen, vlen, exp) + key + value
+                crc = _CRC(_crc32(tail))
+                n = _writev(wal.fd, (crc, tail))
+                if n != 4 + len(tail):       # a short write (rare: signal, disk full): finish it or fail
+                    W.write_all(wal.fd, (crc + tail)[n:])
+                wal.written = ticket = wal.written + 4 + len(tail)
+                if self._sync_always:
+                    wal.sync()
+                mem.put(key, seq, value, exp)
+        finally:
+            if group:
+                self._arrive(-1)
+        if group:
+            wal.sync_to(ticket, self._arriving)
 
     def delete(self, key: bytes) -> None:
         """Write a tombstone for ``key`` (absent keys too). Same cost and durability as ``put``."""
@@ -304,20 +212,36 @@ class LSMStore:
         return self._clock() + float(ttl)
 
     def _write(self, batch: list[tuple[bytes, bytes | None, float]]) -> None:
-        with self._lock:
-            if self._mem.bytes >= self._limit:
-                self._make_room()
-            base = self._seq + 1
-            self._seq = base + len(batch) - 1
-            wal = self._wal
-            ticket = wal.append(W.frame(W.encode_batch(base, batch)))
-            if self._sync_always:
-                wal.sync()
-            mem = self._mem
-            for i, (key, value, exp) in enumerate(batch):
-                mem.put(key, base + i, value, exp)
-        if self._sync_batch:
-            wal.sync_to(ticket)
+        group = self._sync_batch
+        if group:
+            self._arrive(1)
+        try:
+            with self._lock:
+                if self._mem.bytes >= self._limit:
+                    self._make_room()
+                base = self._seq + 1
+                self._seq = base + len(batch) - 1
+                wal = self._wal
+                ticket = wal.append(W.frame(W.encode_batch(base, batch)))
+                if self._sync_always:
+                    wal.sync()
+                mem = self._mem
+                for i, (key, value, exp) in enumerate(batch):
+                    mem.put(key, base + i, value, exp)
+        finally:
+            if group:
+                self._arrive(-1)
+        if group:
+            wal.sync_to(ticket, self._arriving)
+
+    def _arrive(self, delta: int) -> None:
+        """Count batch-mode writers between entering the write path and reaching ``sync_to``."""
+        with self._arrivals_lock:
+            self._arrivals += delta
+
+    def _arriving(self) -> bool:
+        """True while another writer is on its way to a WAL append (the group leader waits for it)."""
+        return self._arrivals > 0
 
     def _check_open(self) -> None:
         if self._closed or self._closing:
@@ -397,182 +321,6 @@ class LSMStore:
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
-
-    # ------------------------------------------------------------------ flush
-    def _write_columns(self, columns: tuple, number: int) -> TableMeta:
-        """One table from a frozen memtable's sorted columns (bulk path, no per-entry Python call)."""
-        b = TableBuilder(self._file(F.table_name(number)), number, self._codec, self._block_bytes, self._bloom_bits)
-        try:
-            b.add_run(*columns)
-            return b.finish()
-        except BaseException:
-            b.abandon()
-            raise
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._imm and not self._closing:
-                    self._flush_cv.wait()
-                if not self._imm:
-                    return
-                mem = self._imm[0]
-                number = self._alloc()
-            try:
-                if not len(mem):
-                    raise AssertionError("an empty memtable was frozen")
-                t0 = time.monotonic()
-                meta = self._write_columns(mem.columns(), number)
-                # no directory fsync here: the manifest save below fsyncs the directory, which makes
-                # the table's rename durable before any file refers to it
-                reader = TableReader(self._file(F.table_name(number)), number, self.cache)
-                with self._manifest_lock:
-                    with self._lock:
-                        self._state.levels[0].insert(0, meta)
-                        self._readers[number] = reader
-                        nxt = self._imm[1] if len(self._imm) > 1 else self._mem
-                        self._state.log_number = nxt.wal_number
-                        self._state.last_seq = max(self._state.last_seq, mem.max_seq)
-                        snapshot = M.encode(self._state)
-                    self._save(snapshot)
-                    with self._lock:
-                        self._version = self._make_version()
-                        self._imm = self._imm[1:]
-                        self.counters["flushes"] += 1
-                        self.counters["flush_seconds"] += time.monotonic() - t0
-                        self._room_cv.notify_all()
-                        self._compact_cv.notify()
-                os.unlink(self._file(F.wal_name(mem.wal_number)))
-            except BaseException as exc:  # disk full, I/O error: surface to writers, stop flushing
-                self._fail(exc)
-                return
-
-    def _save(self, encoded: bytes) -> None:
-        """Atomic manifest replacement (a method so tests can simulate a crash before it lands)."""
-        M.save_encoded(self.path, encoded)
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._bg_error is None:
-                self._bg_error = exc if isinstance(exc, RayKVError) else RayKVError(
-                    f"background work of LSMStore at {self.path} failed: {exc!r}; reopen the store")
-            self._limit = -1
-            self._room_cv.notify_all()
-
-    def flush(self) -> None:
-        """Freeze the active memtable (if not empty) and wait until every frozen memtable is a table."""
-        with self._lock:
-            self._check_open()
-            if len(self._mem):
-                while len(self._imm) >= self._max_imm:
-                    self._check_open()
-                    self._room_cv.wait(0.5)
-                self._rotate()
-            while self._imm:
-                self._check_open()
-                self._room_cv.wait(0.5)
-
-    # ------------------------------------------------------------------ compaction
-    def _levels_info(self) -> list[list[C.FileInfo]]:
-        return [[C.FileInfo(m.number, m.size, m.smallest, m.largest) for m in lv] for lv in self._state.levels]
-
-    def _compact_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._closing and not (self._auto_compact and
-                                                 C.pick(self._levels_info(), self._policy, self._pointers)):
-                    self._compact_cv.wait()
-                if self._closing:
-                    return
-            try:
-                with self._compaction_lock:
-                    with self._lock:
-                        task = C.pick(self._levels_info(), self._policy, self._pointers)
-                    if task is not None:
-                        self._run(task)
-            except BaseException as exc:
-                self._fail(exc)
-                return
-
-    def compact(self) -> None:
-        """Flush, then merge every table into one level: shadowed versions, tombstones and expired
-        entries are gone afterwards. Blocks until done."""
-        self.flush()
-        with self._compaction_lock:
-            with self._lock:
-                task = C.full(self._levels_info())
-            if task is not None:
-                self._run(task)
-
-    def _run(self, task: C.Task) -> None:
-        """Execute a task: merge inputs into new tables, make the manifest durable, then delete inputs."""
-        t0 = time.monotonic()
-        inputs = task.all_inputs
-        numbers = {f.number for f in inputs}
-        outputs: list[TableMeta] = []
-        if not task.trivial_move:
-            readers = [self._readers[n] for n in numbers]
-            chunk = max(16, min(1024, self._table_bytes // 256))
-            stream = compaction_columns([r.iter_sortable() for r in readers], self._clock(), task.bottom, chunk)
-            builder = None
-            try:
-                for columns in stream:
-                    if builder is None:
-                        with self._lock:
-                            number = self._alloc()
-                        builder = TableBuilder(self._file(F.table_name(number)), number, self._codec,
-                                               self._block_bytes, self._bloom_bits)
-                    builder.add_run(*columns)
-                    if builder.estimated_size >= self._table_bytes:
-                        outputs.append(builder.finish())
-                        builder = None
-                if builder is not None:
-                    outputs.append(builder.finish())
-                    builder = None
-            except BaseException:
-                if builder is not None:
-                    builder.abandon()
-                for m in outputs:
-                    os.unlink(self._file(F.table_name(m.number)))
-                raise
-            # the manifest save below fsyncs the directory (covers the outputs' renames)
-        new_readers = {m.number: TableReader(self._file(F.table_name(m.number)), m.number, self.cache)
-                       for m in outputs}
-        with self._manifest_lock:
-            with self._lock:
-                moved = []
-                for lv in self._state.levels:
-                    keep = [m for m in lv if m.number not in numbers]
-                    moved += [m for m in lv if m.number in numbers]
-                    lv[:] = keep
-                self._state.levels[task.output_level].extend(moved if task.trivial_move else outputs)
-                self._readers.update(new_readers)
-                snapshot = M.encode(self._state)
-            self._save(snapshot)
-            with self._lock:
-                self._version = self._make_version()
-                if not task.trivial_move:
-                    for n in numbers:
-                        self._readers.pop(n, None)
-                if task.level > 0 and task.inputs:
-                    self._pointers[task.level] = max(f.largest for f in task.inputs)
-                self.counters["compactions"] += 1
-                self.counters["compaction_seconds"] += time.monotonic() - t0
-                if task.trivial_move:
-                    self.counters["trivial_moves"] += 1
-                else:
-                    self.counters["compaction_bytes_in"] += task.input_bytes
-                    self.counters["compaction_bytes_out"] += sum(m.size for m in outputs)
-                self._room_cv.notify_all()
-                self._compact_cv.notify()
-        if not task.trivial_move:
-            for n in numbers:   # the new manifest is durable: the inputs are garbage now
-                try:
-                    os.unlink(self._file(F.table_name(n)))
-                except FileNotFoundError:
-                    pass
-                self.cache.evict_table(n)
-
     # ------------------------------------------------------------------ introspection
     @property
     def approximate_disk_bytes(self) -> int:

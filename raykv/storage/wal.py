@@ -15,13 +15,16 @@ import os
 import threading
 import time
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 from raykv.errors import CorruptionError
 from raykv.storage import format as F
 
 _crc32 = zlib.crc32
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+_new_lock = threading.Lock
+REJOIN_YIELDS = 1   # yields a leader spends for the last group's followers to come back
+GROUP_YIELDS = 4    # most GIL yields a group-commit leader spends waiting for arriving writers
 
 
 def encode_batch(base_seq: int, items: list[tuple[bytes, bytes | None, float]]) -> bytes:
@@ -94,9 +97,11 @@ class WalWriter:
         self._fd = self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.written = os.fstat(self._fd).st_size   # bytes appended so far (a ticket for sync_to)
         self._synced = self.written
-        self._syncing = False
         self._closed = False
-        self._cv = threading.Condition(threading.Lock())
+        self._mu = threading.Lock()                  # guards _synced, _latch, _closed
+        self._latch = None                           # held by the group leader during its fsync
+        self._joined = 0                             # followers that waited on the current leader
+        self._concurrent = False                     # the last group had followers (they may rejoin)
         self.fsyncs = 0                              # number of fsync calls (tests count them)
 
     # LSMStore.put inlines append: os.writev(fd, (crc, rest)) and ``written`` += bytes written.
@@ -114,48 +119,74 @@ class WalWriter:
         self.fsyncs += 1
         self._synced = self.written
 
-    def sync_to(self, ticket: int) -> None:
-        """Return once every byte up to ``ticket`` is durable. The first waiter becomes the leader and
-        fsyncs everything written so far; writers arriving meanwhile wait and share the next fsync."""
-        cv = self._cv
-        with cv:
-            while self._synced < ticket:
-                if self._closed:
-                    return
-                if self._syncing:
-                    cv.wait()
-                    continue
-                self._syncing = True
-                target = self._synced
-                cv.release()
-                try:
-                    # yield the GIL once so writers that are ready append first and share this
-                    # fsync (without it, group sizes alternate between 1 and threads-1)
-                    time.sleep(0)
-                    target = self.written
-                    _fdatasync(self._fd)
-                    self.fsyncs += 1
-                finally:
-                    cv.acquire()
-                    self._syncing = False
-                    if target > self._synced:
-                        self._synced = target
-                    cv.notify_all()
+    def sync_to(self, ticket: int, arriving: Callable[[], bool] | None = None) -> None:
+        """Return once every byte up to ``ticket`` is durable (group commit, LevelDB's writer queue).
 
-    def close(self, sync: bool = True) -> None:
-        """fsync (unless told not to) and close; waiters of ``sync_to`` are released."""
-        with self._cv:
-            while self._syncing:
-                self._cv.wait()
-            if self._closed:
-                return
-            if sync:
+        The first waiter becomes the leader and holds a latch while it fsyncs; writers arriving
+        meanwhile block on the latch and share the next fsync, which covers every byte appended
+        before it starts (a woken follower passes the latch on: one wake-up each, no herd on a
+        condition variable). ``arriving()`` says whether another writer is on its way to an
+        append: the leader then yields the GIL (at most ``GROUP_YIELDS`` times) so those appends
+        join its group, as ``BuildBatchGroup`` collects the queued writers; after a group that had
+        followers it also yields ``REJOIN_YIELDS`` times so they can come back (on disk: ~7 writes
+        per fsync with 8 threads instead of ~4.7, same ops/s, a third fewer fsyncs). A lone writer
+        never yields (on tmpfs a yield costs 15x its whole write). Cost: one fsync per group.
+        """
+        mu = self._mu
+        while True:
+            with mu:
+                if self._synced >= ticket or self._closed:
+                    return
+                latch = self._latch
+                if latch is None:
+                    latch = self._latch = _new_lock()
+                    latch.acquire()
+                    leader = True
+                    self._joined = 0
+                else:
+                    leader = False
+                    self._joined += 1
+            if not leader:
+                latch.acquire()     # the leader's fsync is over
+                latch.release()     # wake the next follower
+                continue
+            target = self._synced
+            try:
+                if arriving is not None:
+                    for i in range(GROUP_YIELDS):
+                        if not arriving() and (i >= REJOIN_YIELDS or not self._concurrent):
+                            break
+                        time.sleep(0)   # hand the GIL to a writer about to append
+                end = self.written
                 _fdatasync(self._fd)
                 self.fsyncs += 1
-            self._synced = self.written
-            self._closed = True
-            os.close(self._fd)
-            self._cv.notify_all()
+                target = end        # only a completed fsync advances _synced
+            finally:
+                with mu:
+                    if target > self._synced:
+                        self._synced = target
+                    self._latch = None
+                    self._concurrent = self._joined > 0
+                latch.release()
+
+    def close(self, sync: bool = True) -> None:
+        """Wait for a running group fsync, fsync (unless told not to) and close; waiters of
+        ``sync_to`` are released."""
+        while True:
+            with self._mu:
+                latch = self._latch
+                if latch is None:
+                    if self._closed:
+                        return
+                    if sync:
+                        _fdatasync(self._fd)
+                        self.fsyncs += 1
+                    self._synced = self.written
+                    self._closed = True
+                    os.close(self._fd)
+                    return
+            latch.acquire()
+            latch.release()
 
 
 def _valid_record_at(data: bytes, off: int) -> bool:

@@ -101,6 +101,20 @@ def test_put_many(backend):
     backend.put_many([])
 
 
+def test_put_empty_sibling_list_is_absent(backend):
+    """An empty sibling set means "no such key" on every backend: get, iter_range and put_many agree."""
+    backend.put(b"gone", [sib("a", 1)])
+    backend.put(b"kept", [sib("a", 2)])
+    backend.put(b"gone", [])
+    backend.put(b"never", [])
+    backend.put_many([(b"batch", [sib("a", 3)]), (b"kept2", [sib("a", 4)])])
+    backend.put_many([(b"batch", [])])
+    for k in (b"gone", b"never", b"batch"):
+        assert backend.get(k) == []
+    assert sorted(k for k, _ in backend.iter_range(0, 0)) == [b"kept", b"kept2"]
+    assert all(v for _, v in backend.iter_range(0, 0))
+
+
 def test_binary_keys_and_values(backend):
     keys = [b"\x00", b"\xff" * 40, b"a\x00b", bytes(range(256))]
     for i, k in enumerate(keys):
@@ -218,7 +232,10 @@ def test_random_operations_match_a_model(kind, tmp_path):
         for step in range(2000):
             p = rng.random()
             k = rng.choice(keys)
-            if p < 0.45:
+            if p < 0.03:
+                data.pop(k, None)                   # an empty sibling set is an absent key
+                b.put(k, [])
+            elif p < 0.45:
                 data[k] = fresh()
                 b.put(k, data[k])
             elif p < 0.55:

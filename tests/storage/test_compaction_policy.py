@@ -107,3 +107,66 @@ def test_simulated_workload_keeps_tables_bounded():
         peak_l0 = max(peak_l0, len(levels[0]))
     assert peak_l0 < P.l0_trigger
     assert sum(len(lv) for lv in levels) < 40
+
+
+# ------------------------------------------------------------------ flush placement (PickLevelForMemTableOutput)
+
+PF = C.Policy(l0_trigger=4, level_base_bytes=1000, multiplier=10, max_levels=4, max_flush_level=2,
+              grandparent_bytes=250)
+
+
+def test_flush_level_empty_store_goes_to_max_flush_level():
+    assert C.flush_level([[], [], [], []], b"a", b"c", PF) == 2
+    assert C.flush_level([[], [], [], []], b"a", b"c", C.Policy(max_levels=4, max_flush_level=0)) == 0
+    assert C.flush_level([[], []], b"a", b"c", C.Policy(max_levels=2, max_flush_level=2)) == 1
+
+
+def test_flush_level_stays_in_level0_on_any_level0_overlap():
+    assert C.flush_level([[f(5, b"b", b"b")], [], [], []], b"a", b"c", PF) == 0
+    assert C.flush_level([[f(5, b"d", b"e")], [], [], []], b"a", b"c", PF) == 2   # disjoint: no effect
+
+
+def test_flush_level_stops_above_an_overlapping_level():
+    assert C.flush_level([[], [f(1, b"b", b"x")], [], []], b"a", b"c", PF) == 0
+    assert C.flush_level([[], [f(1, b"m", b"x")], [f(2, b"a", b"b")], []], b"c", b"d", PF) == 2
+    assert C.flush_level([[], [f(1, b"m", b"x")], [f(2, b"b", b"d")], []], b"a", b"c", PF) == 1
+
+
+def test_flush_level_limits_grandparent_overlap():
+    l2 = [f(2, b"a", b"b", 200), f(3, b"c", b"d", 100)]          # 300 bytes overlap [a, d] > 250
+    assert C.flush_level([[], [], l2, []], b"a", b"d", PF) == 0
+    assert C.flush_level([[], [], l2, []], b"a", b"b", PF) == 1   # 200 <= 250, then L2 overlaps
+    l3 = [f(4, b"a", b"z", 1000)]
+    assert C.flush_level([[], [], [], l3], b"a", b"b", PF) == 1   # placing at 2 would overlap 1000 in L3
+
+
+def test_flush_level_respects_a_running_compaction_output_range():
+    task = C.Task(0, [f(7, b"a", b"c")], 1, [f(1, b"x", b"z")])
+    res = C.reservation(task)
+    assert res == (1, b"a", b"z")
+    # nothing overlaps [m, n] on disk, but the task may write an output table spanning [a, z] into L1
+    assert C.flush_level([[f(7, b"a", b"c")], [f(1, b"x", b"z")], [], []], b"m", b"n", PF, (res,)) == 0
+    assert C.flush_level([[], [], [], []], b"m", b"n", PF, ((2, b"a", b"z"),)) == 1
+
+
+def test_flush_level_never_breaks_read_order_randomized():
+    """Property: a table placed below level 0 overlaps nothing in levels 0..its level, and levels >= 1
+    stay disjoint."""
+    rng = random.Random(5)
+    keys = [bytes([c]) for c in range(ord("a"), ord("z") + 1)]
+    levels = [[], [], [], []]
+    n = 0
+    for _ in range(300):
+        lo, hi = sorted(rng.sample(keys, 2))
+        n += 1
+        lv = C.flush_level(levels, lo, hi, PF)
+        if lv:                                                    # level 0 may overlap; deeper may not
+            assert all(not C.overlapping(levels[k], lo, hi) for k in range(lv + 1))
+        levels[lv].append(f(n, lo, hi, rng.randrange(10, 200)))
+        for k in range(1, 4):
+            ordered = sorted(levels[k], key=lambda x: x.smallest)
+            assert all(a.largest < b.smallest for a, b in zip(ordered, ordered[1:]))
+        if rng.random() < 0.3:                                    # compact something away
+            levels = [[], [], [], [f(10_000 + n, b"a", b"z", 500)]] if rng.random() < 0.3 else levels
+            if rng.random() < 0.5:
+                levels[0] = []

@@ -129,7 +129,7 @@ def test_compaction_removes_shadowed_versions_and_tombstones(tmp_path):
 
 
 def test_tombstone_kept_while_an_older_version_lies_below(tmp_path):
-    with LSMStore(tmp_path, auto_compact=False, l0_trigger=1) as db:
+    with LSMStore(tmp_path, auto_compact=False, l0_trigger=1, max_flush_level=0) as db:
         db.put(b"a", b"old")
         db.put(b"z", b"zz")
         db.compact()                                        # -> level 1
@@ -309,7 +309,7 @@ def test_corrupt_manifest_is_an_error(tmp_path):
 
 
 def test_corrupt_table_block_surfaces_on_read(tmp_path):
-    with LSMStore(tmp_path, cache_bytes=0, fsync="never") as db:
+    with LSMStore(tmp_path, cache_bytes=0, fsync="never", max_flush_level=0) as db:
         for i in range(2000):
             db.put(b"k%05d" % i, b"v%d" % i)
         db.flush()
@@ -376,3 +376,56 @@ def test_flushed_log_survives_until_the_manifest_is_durable(tmp_path):
     db.close()
     with LSMStore(tmp_path) as db2:
         assert [k for k, _ in db2.scan()] == [b"k%03d" % i for i in range(100)]
+
+
+def _assert_deep_levels_disjoint(db):
+    for lv in db._state.levels[1:]:
+        ordered = sorted(lv, key=lambda m: m.smallest)
+        assert all(a.largest < b.smallest for a, b in zip(ordered, ordered[1:]))
+
+
+def test_flush_places_disjoint_tables_below_level0(tmp_path):
+    """Sequential inserts flush tables that overlap nothing: they skip level 0 (PickLevelForMemTableOutput)."""
+    with LSMStore(tmp_path, fsync="never", memtable_bytes=32 << 10) as db:
+        for i in range(3000):
+            db.put(b"seq%06d" % i, b"x" * 100)
+        db.flush()
+        st = db.stats()
+        assert st["flushes"] >= 5 and st["flushes_below_l0"] >= st["flushes"] - 1
+        assert st["levels"][0] <= 1 and st["compaction_bytes_in"] == 0     # nothing was rewritten
+        _assert_deep_levels_disjoint(db)
+    with LSMStore(tmp_path, fsync="never") as db:
+        assert db.get(b"seq000000") == b"x" * 100 and db.get(b"seq002999") == b"x" * 100
+        assert sum(1 for _ in db.scan()) == 3000
+    with LSMStore(tmp_path / "off", fsync="never", memtable_bytes=32 << 10, max_flush_level=0) as db:
+        for i in range(3000):
+            db.put(b"seq%06d" % i, b"x" * 100)
+        db.flush()
+        assert db.stats()["flushes_below_l0"] == 0
+
+
+def test_flush_placement_with_concurrent_compaction_keeps_reads_right(tmp_path):
+    """Random and sequential writes interleaved, flushes racing background compactions: every level
+    below 0 stays disjoint and every read matches a dict."""
+    rng = random.Random(11)
+    model = {}
+    with LSMStore(tmp_path, fsync="never", memtable_bytes=16 << 10, table_bytes=16 << 10, l0_trigger=2) as db:
+        for i in range(6000):
+            if rng.random() < 0.5:
+                k = b"seq%06d" % i
+            else:
+                k = b"rnd%04d" % rng.randrange(2000)
+            if rng.random() < 0.1:
+                db.delete(k)
+                model.pop(k, None)
+            else:
+                v = b"%d" % i * 5
+                db.put(k, v)
+                model[k] = v
+        db.flush()
+        _assert_deep_levels_disjoint(db)
+        assert db.stats()["flushes_below_l0"] > 0 and db.stats()["compactions"] > 0
+        assert dict(db.scan()) == model
+        assert all(db.get(k) == v for k, v in model.items())
+    with LSMStore(tmp_path, fsync="never") as db:
+        assert dict(db.scan()) == model

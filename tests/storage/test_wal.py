@@ -153,3 +153,53 @@ def test_batch_put_returns_only_after_its_fsync(tmp_path, monkeypatch):
 def test_wal_header_constants_agree():
     assert F.WAL_HEADER_SIZE == 9
     assert F.ONE_PUT.size == F.BATCH_HEADER.size + F.BATCH_ENTRY.size
+
+
+def test_group_commit_lone_writer_never_yields(tmp_path, monkeypatch):
+    """The GIL yield is the fixed cost of fsync='batch'; a single writer must not pay it."""
+    from raykv.storage import wal as W
+    calls = []
+    real_sleep = W.time.sleep
+    monkeypatch.setattr(W.time, "sleep", lambda s: (calls.append(s), real_sleep(s)))
+    with LSMStore(tmp_path, fsync="batch") as db:
+        for i in range(50):
+            db.put(b"k%d" % i, b"v")
+        db.write_batch([(b"a", b"1"), (b"b", None)])
+        assert db._wal.fsyncs == 51
+    assert calls == []
+
+
+def test_group_commit_leader_yields_to_an_arriving_writer(tmp_path):
+    """While another writer is on its way to an append, the leader yields before it fsyncs."""
+    from raykv.storage import wal as W
+    w = W.WalWriter(str(tmp_path / "x.log"), 1)
+    asked = []
+
+    def arriving():
+        asked.append(1)
+        if len(asked) == 2:                  # the other writer appends during the leader's yield
+            w.append(W.frame(W.encode_batch(2, [(b"b", b"2", 0.0)])))
+        return len(asked) < 2
+
+    t1 = w.append(W.frame(W.encode_batch(1, [(b"a", b"1", 0.0)])))
+    w.sync_to(t1, arriving)
+    assert len(asked) >= 2
+    assert w.fsyncs == 1 and w._synced == w.written > t1   # one fsync covered both records
+    w.close(sync=False)
+
+
+def test_group_commit_failed_fsync_is_not_acknowledged(tmp_path, monkeypatch):
+    from raykv.storage import wal as W
+    w = W.WalWriter(str(tmp_path / "x.log"), 1)
+    ticket = w.append(W.frame(W.encode_batch(1, [(b"a", b"1", 0.0)])))
+
+    def boom(fd):
+        raise OSError(5, "EIO")
+    monkeypatch.setattr(W, "_fdatasync", boom)
+    with pytest.raises(OSError):
+        w.sync_to(ticket)
+    assert w._synced < ticket and w._latch is None       # not durable, and the next writer can lead
+    monkeypatch.undo()
+    w.sync_to(ticket)
+    assert w._synced == ticket
+    w.close()
