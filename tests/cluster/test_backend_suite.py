@@ -344,3 +344,17 @@ def test_lsm_rejects_nul_in_hint_target(tmp_path):
             b.add_hint("bad\x00id", b"k", [sib("a", 1)])
     finally:
         b.close()
+
+
+def test_encoded_access_matches_the_decoded_api(backend):
+    """get_encoded / put_many_encoded (what the encoded replica RPCs use) agree with get / put_many."""
+    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    a, b = sib("a", 1, b"x"), sib("b", 2, None, ctx={"a": 1})
+    assert backend.get_encoded(b"k") is None
+    backend.put_many_encoded([(b"k", encode_siblings([a])), (b"t", encode_siblings([b]))])
+    assert backend.get(b"k") == [a] and backend.get(b"t") == [b]
+    assert decode_siblings(backend.get_encoded(b"k")) == [a]
+    backend.put_many([(b"j", [a, sib("c", 1)])])
+    assert decode_siblings(backend.get_encoded(b"j")) == backend.get(b"j")
+    backend.put_many_encoded([(b"k", None)])                     # no siblings: the key is gone
+    assert backend.get(b"k") == [] and backend.get_encoded(b"k") is None
