@@ -8,8 +8,9 @@ level, each guarded by its key range and bloom filter; blocks come from a byte-b
 
 Concurrency: one writer lock serializes sequence numbers, WAL appends and memtable inserts;
 reads take no lock (they read immutable snapshots: frozen memtables, ``Version`` objects).
-A flush thread turns frozen memtables into level-0 tables; a compaction thread runs the pure
-policy of compaction.py. Writers stall (block, never fail) while too many memtables wait for
+A flush thread turns frozen memtables into tables (level 0, or level 1-2 when they overlap
+nothing there: ``compaction.flush_level``); a compaction thread runs the pure policy of
+compaction.py. Writers stall (block, never fail) while too many memtables wait for
 a flush or level 0 is full.
 
 This module holds the write and read paths; recovery.py reopens a directory, background.py
