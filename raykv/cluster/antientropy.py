@@ -21,13 +21,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from raykv.cluster.merkle import MerkleTree, sibling_digest
-from raykv.cluster.ring import TOKEN_SPACE, Ring, key_token
-from raykv.cluster.vclock import sync
-from raykv.errors import NodeUnavailable, RayKVError
+from .merkle import MerkleTree, sibling_digest
+from .ring import TOKEN_SPACE, Ring, key_token
+from .vclock import sync
+from ..errors import NodeUnavailable, RayKVError
 
 if TYPE_CHECKING:
-    from raykv.cluster.node import StorageNode
+    from .node import StorageNode
 
 LO, HI = 0, TOKEN_SPACE - 1
 _SEGMENTS: dict[tuple, list] = {}
@@ -65,7 +65,7 @@ def shared_arcs(ring: Ring, a: str, b: str, n: int, dc_replicas: dict | None = N
 def items_in(backend, arcs: list[tuple[int, int]], now: float | None = None, grace: float = 0.0):
     """(token, key, siblings) of every key of ``arcs``; with ``now``, keys that are garbage (dead past the
     tombstone grace, see garbage.collectable) are left out, so repair never resurrects a collected key."""
-    from raykv.cluster.garbage import collectable
+    from .garbage import collectable
     for lo, hi in arcs:
         for key, sibs in backend.iter_range(lo, hi):
             if now is not None and collectable(sibs, now, grace):

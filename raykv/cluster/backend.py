@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from typing import Iterator
 
-from raykv.cluster.vclock import Sibling, decode_siblings, encode_siblings
+from .vclock import Sibling, decode_siblings, encode_siblings
 
 
 class VersionedBackend(abc.ABC):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from raykv.errors import InvalidArgument
+from ..errors import InvalidArgument
 
 
 @dataclass(frozen=True)

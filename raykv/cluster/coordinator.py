@@ -37,14 +37,14 @@ import asyncio
 import random
 from typing import Callable
 
-from raykv.cluster.config import StoreConfig
-from raykv.cluster.membership import Membership
-from raykv.cluster.quorum import Quorum, Tally, read_quorum, read_repair_plan, tally, write_quorum
-from raykv.cluster.ring import TOKEN_SPACE, key_token
-from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import (DotMinter, Sibling, VClock, decode_siblings, encode_siblings, live,
+from .config import StoreConfig
+from .membership import Membership
+from .quorum import Quorum, Tally, read_quorum, read_repair_plan, tally, write_quorum
+from .ring import TOKEN_SPACE, key_token
+from .transport import Transport
+from .vclock import (DotMinter, Sibling, VClock, decode_siblings, encode_siblings, live,
                                   reconcile)
-from raykv.errors import NodeUnavailable, QuorumNotReached, RayKVError
+from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
 COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raykv.cluster.antientropy import segment_replicas
-from raykv.cluster.vclock import Sibling
-from raykv.errors import RayKVError
+from .antientropy import segment_replicas
+from .vclock import Sibling
+from ..errors import RayKVError
 
 if TYPE_CHECKING:
-    from raykv.cluster.node import StorageNode
+    from .node import StorageNode
 
 BATCH = 500
 

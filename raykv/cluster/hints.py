@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raykv.cluster.backend import VersionedBackend
-from raykv.cluster.vclock import Sibling, sync
-from raykv.errors import Overloaded
+from .backend import VersionedBackend
+from .vclock import Sibling, sync
+from ..errors import Overloaded
 
 
 @dataclass(frozen=True)

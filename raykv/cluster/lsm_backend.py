@@ -25,11 +25,11 @@ import os
 import threading
 from typing import Iterator
 
-from raykv.cluster.backend import VersionedBackend
-from raykv.cluster.ring import key_token
-from raykv.cluster.vclock import Sibling, decode_siblings, encode_siblings, sync
-from raykv.errors import InvalidArgument
-from raykv.storage import LSMStore
+from .backend import VersionedBackend
+from .ring import key_token
+from .vclock import Sibling, decode_siblings, encode_siblings, sync
+from ..errors import InvalidArgument
+from ..storage import LSMStore
 
 DATA, HINT, META = b"d", b"h", b"m"
 TOKEN_BYTES = 8

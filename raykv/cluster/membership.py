@@ -29,7 +29,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from raykv.cluster.ring import NodeInfo, Ring
+from .ring import NodeInfo, Ring
 
 DECLARED = ("joining", "alive", "leaving", "left")
 STATUSES = ("joining", "alive", "suspect", "down", "leaving", "left")

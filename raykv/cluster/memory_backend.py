@@ -13,9 +13,9 @@ from typing import Iterator
 
 from sortedcontainers import SortedList
 
-from raykv.cluster.backend import VersionedBackend
-from raykv.cluster.ring import TOKEN_SPACE, key_token
-from raykv.cluster.vclock import Sibling, sync
+from .backend import VersionedBackend
+from .ring import TOKEN_SPACE, key_token
+from .vclock import Sibling, sync
 
 _BIG = b"\xff" * 64
 

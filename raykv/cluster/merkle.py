@@ -19,8 +19,8 @@ import hashlib
 import struct
 from typing import Iterable
 
-from raykv.cluster.ring import TOKEN_SPACE
-from raykv.cluster.vclock import Sibling
+from .ring import TOKEN_SPACE
+from .vclock import Sibling
 
 HASH_BYTES = 16
 MAX_DEPTH = 20

@@ -38,15 +38,15 @@ from __future__ import annotations
 import random
 from itertools import islice
 
-from raykv.cluster import antientropy, garbage, streaming
-from raykv.cluster.backend import VersionedBackend
-from raykv.cluster.config import StoreConfig
-from raykv.cluster.hints import hint_batch, pending_targets, retire_delivered, store_hint
-from raykv.cluster.membership import Membership
-from raykv.cluster.ring import NodeInfo, key_token
-from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import decode_siblings, encode_siblings, sync
-from raykv.errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
+from . import antientropy, garbage, streaming
+from .backend import VersionedBackend
+from .config import StoreConfig
+from .hints import hint_batch, pending_targets, retire_delivered, store_hint
+from .membership import Membership
+from .ring import NodeInfo, key_token
+from .transport import Transport
+from .vclock import decode_siblings, encode_siblings, sync
+from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
 GC_EVERY = 4          # maintenance rounds between garbage collections (each scans every key once)
 AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above which the round is postponed

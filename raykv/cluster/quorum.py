@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from raykv.cluster.config import StoreConfig
-from raykv.cluster.vclock import Sibling, reconcile
-from raykv.errors import InvalidArgument
+from .config import StoreConfig
+from .vclock import Sibling, reconcile
+from ..errors import InvalidArgument
 
 PRESETS = ("one", "quorum", "all", "local_quorum", "each_quorum")
 MODES = ("count", "local_quorum", "each_quorum")

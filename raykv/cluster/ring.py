@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Iterator
 
-from raykv.errors import InvalidArgument
+from ..errors import InvalidArgument
 
 TOKEN_SPACE = 2**64
 _blake2b = hashlib.blake2b

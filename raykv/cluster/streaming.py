@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raykv.cluster.membership import cached_ring
-from raykv.cluster.ring import movement_plan
-from raykv.errors import NodeUnavailable, RayKVError
+from .membership import cached_ring
+from .ring import movement_plan
+from ..errors import NodeUnavailable, RayKVError
 
 if TYPE_CHECKING:
-    from raykv.cluster.node import StorageNode
+    from .node import StorageNode
 
 PAGE = 500
 

@@ -1,5 +1,5 @@
 """The single-node LSM storage engine (no ``import ray``): ``LSMStore`` and its parts."""
 
-from raykv.storage.engine import LSMStore
+from .engine import LSMStore
 
 __all__ = ["LSMStore"]

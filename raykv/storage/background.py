@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import time
 
-from raykv.errors import RayKVError
-from raykv.storage import compaction as C
-from raykv.storage import format as F
-from raykv.storage import manifest as M
-from raykv.storage.iterators import compaction_columns
-from raykv.storage.sstable import TableBuilder, TableMeta, TableReader
+from ..errors import RayKVError
+from . import compaction as C
+from . import format as F
+from . import manifest as M
+from .iterators import compaction_columns
+from .sstable import TableBuilder, TableMeta, TableReader
 
 
 class BackgroundWork:

@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - lz4 is installed with raykv; fall back
 
 DEFAULT_COMPRESSION = "lz4" if _lz4 is not None else "zstd"
 
-from raykv.errors import CorruptionError
-from raykv.storage import format as F
+from ..errors import CorruptionError
+from . import format as F
 
 _crc32 = zlib.crc32
 _tls = threading.local()

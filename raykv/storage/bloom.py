@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from raykv.storage import format as F
+from . import format as F
 
 _crc32 = zlib.crc32
 _adler32 = zlib.adler32

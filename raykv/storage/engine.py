@@ -25,17 +25,17 @@ import time
 import zlib
 from typing import Callable, Iterable, Iterator
 
-from raykv.errors import InvalidArgument, InvalidKey, Overloaded, RayKVError
-from raykv.storage import block as B
-from raykv.storage import compaction as C
-from raykv.storage import format as F
-from raykv.storage import recovery as R
-from raykv.storage import wal as W
-from raykv.storage.background import BackgroundWork
-from raykv.storage.cache import BlockCache
-from raykv.storage.iterators import live_sortable, memtable_sortable
-from raykv.storage.memtable import Memtable
-from raykv.storage.version import Version, build_version
+from ..errors import InvalidArgument, InvalidKey, Overloaded, RayKVError
+from . import block as B
+from . import compaction as C
+from . import format as F
+from . import recovery as R
+from . import wal as W
+from .background import BackgroundWork
+from .cache import BlockCache
+from .iterators import live_sortable, memtable_sortable
+from .memtable import Memtable
+from .version import Version, build_version
 
 _crc32 = zlib.crc32
 _ONE_FRAME = F.ONE_PUT_FRAME.pack

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterable, Iterator
 
-from raykv.storage.format import KIND_DELETE, KIND_PUT
+from .format import KIND_DELETE, KIND_PUT
 
 Entry = tuple  # (key, seq, value|None, expire_at)
 

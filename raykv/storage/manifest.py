@@ -13,9 +13,9 @@ import os
 import zlib
 from dataclasses import asdict, dataclass, field
 
-from raykv.errors import CorruptionError
-from raykv.storage import format as F
-from raykv.storage.sstable import TableMeta
+from ..errors import CorruptionError
+from . import format as F
+from .sstable import TableMeta
 
 
 def fsync_dir(path: str) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from typing import Callable, NamedTuple
 
-from raykv.errors import CorruptionError
-from raykv.storage import format as F
-from raykv.storage import manifest as M
-from raykv.storage import wal as W
-from raykv.storage.cache import BlockCache
-from raykv.storage.memtable import Memtable
-from raykv.storage.sstable import TableMeta, TableReader
+from ..errors import CorruptionError
+from . import format as F
+from . import manifest as M
+from . import wal as W
+from .cache import BlockCache
+from .memtable import Memtable
+from .sstable import TableMeta, TableReader
 
 
 class Recovered(NamedTuple):

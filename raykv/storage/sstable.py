@@ -18,11 +18,11 @@ from itertools import accumulate
 from dataclasses import dataclass
 from typing import Iterator
 
-from raykv.errors import CorruptionError
-from raykv.storage import block as B
-from raykv.storage import bloom
-from raykv.storage import format as F
-from raykv.storage.cache import BlockCache
+from ..errors import CorruptionError
+from . import block as B
+from . import bloom
+from . import format as F
+from .cache import BlockCache
 
 
 @dataclass

@@ -12,8 +12,8 @@ import itertools
 from bisect import bisect_left
 from typing import Iterable
 
-from raykv.storage.bloom import key_hash
-from raykv.storage.sstable import TableMeta, TableReader
+from .bloom import key_hash
+from .sstable import TableMeta, TableReader
 
 
 class Version:

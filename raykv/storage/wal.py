@@ -17,8 +17,8 @@ import time
 import zlib
 from typing import Callable, Iterator
 
-from raykv.errors import CorruptionError
-from raykv.storage import format as F
+from ..errors import CorruptionError
+from . import format as F
 
 _crc32 = zlib.crc32
 _fdatasync = getattr(os, "fdatasync", os.fsync)
