@@ -25,70 +25,11 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.quorum import validate_request
-from raykv.errors import (ConflictError, InvalidArgument, InvalidKey, KeyTooLarge, QuorumNotReached,
-                          StoreNotFound, ValueTooLarge)
+from raykv.errors import ConflictError, InvalidArgument, QuorumNotReached, StoreNotFound
 from raykv.types import ClusterStatus, NodeStatus, Version, Versioned, status_from
+from raykv.validation import check_context, check_items, check_key, check_ttl, check_value
 
 _MISSING = object()
-
-
-# --------------------------------------------------------------------------- validation
-
-def _check_key(key, max_key_bytes: int) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    elif isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    elif not isinstance(key, bytes):
-        raise InvalidKey(f"keys must be str or bytes, got {type(key).__name__}; encode it first (e.g. str(x))")
-    if not key:
-        raise InvalidKey("keys must not be empty; use at least one byte")
-    if len(key) > max_key_bytes:
-        raise KeyTooLarge(f"key is {len(key)} bytes, the store allows at most {max_key_bytes} "
-                          f"(max_key_bytes); hash long keys or raise max_key_bytes in raykv.start")
-    return key
-
-
-def _check_value(value, max_value_bytes: int) -> bytes:
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    elif not isinstance(value, bytes):
-        raise InvalidArgument(f"values must be bytes, got {type(value).__name__}; encode it first "
-                              f"(e.g. s.encode() or pickle.dumps(obj))")
-    if len(value) > max_value_bytes:
-        raise ValueTooLarge(f"value is {len(value)} bytes, the store allows at most {max_value_bytes} "
-                            f"(max_value_bytes); split it over several keys or raise max_value_bytes in raykv.start")
-    return value
-
-
-def _check_items(items, config: StoreConfig) -> dict[bytes, bytes]:
-    """put_many's items validated into {key: value}; plain bytes pairs within limits take a fast path."""
-    pairs = items.items() if isinstance(items, Mapping) else items
-    mk, mv = config.max_key_bytes, config.max_value_bytes
-    out = {}
-    for k, v in pairs:
-        if type(k) is bytes and type(v) is bytes and 0 < len(k) <= mk and len(v) <= mv:
-            out[k] = v
-        else:
-            out[_check_key(k, mk)] = _check_value(v, mv)
-    return out
-
-
-def _check_ttl(ttl) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise InvalidArgument(f"ttl must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
-
-
-def _check_context(context):
-    if context is None:
-        return None
-    if not isinstance(context, Version):
-        raise InvalidArgument(f"context must be a raykv.Version returned by put/get_versions/ConflictError, "
-                              f"got {type(context).__name__}")
-    return context._clock
 
 
 # --------------------------------------------------------------------------- the facade
@@ -110,10 +51,10 @@ class KV:
 
     # ----- helpers
     def _key(self, key) -> bytes:
-        return _check_key(key, self.config.max_key_bytes)
+        return check_key(key, self.config.max_key_bytes)
 
     def _value(self, value) -> bytes:
-        return _check_value(value, self.config.max_value_bytes)
+        return check_value(value, self.config.max_value_bytes)
 
     def _pending(self, method: str, *args, **kwargs):
         return self._Pending(self._client, method, args, kwargs)
@@ -170,7 +111,7 @@ class KV:
             value = max(sibs, key=lambda s: (s.timestamp, s.dot)).value
         else:
             value = self._resolver([s.value for s in sibs])
-            value = _check_value(value, self.config.max_value_bytes)
+            value = check_value(value, self.config.max_value_bytes)
         return True, value, (value, merged)
 
     # ----- single key
@@ -179,7 +120,7 @@ class KV:
         """Write ``value`` after W acks; returns the new Version. ``context`` supersedes the versions it covers."""
         key, value = self._key(key), self._value(value)
         validate_request("w", w, consistency, self.config.replicas)
-        ttl, clock = _check_ttl(ttl), _check_context(context)
+        ttl, clock = check_ttl(ttl), check_context(context)
         if clock is None:
             return Version(self._put_group(w, consistency, ttl).run((key, value)))
         return Version(self._client.call("put", key, value, context=clock, w=w, consistency=consistency, ttl=ttl))
@@ -212,7 +153,7 @@ class KV:
         """Write a tombstone superseding ``context`` (default: every version this client can read now)."""
         key = self._key(key)
         validate_request("w", w, consistency, self.config.replicas)
-        clock = _check_context(context)
+        clock = check_context(context)
         if clock is None:
             clock = self._current_context(self._siblings(key, None, None))
         return Version(self._client.call("put", key, None, context=clock, w=w, consistency=consistency))
@@ -228,9 +169,9 @@ class KV:
     def put_many(self, items: Mapping | Iterable, *, w: int | None = None, consistency: str | None = None,
                  ttl: float | None = None) -> dict[bytes, Version]:
         """Write many keys with one call per replica; -> {key: Version}."""
-        checked = _check_items(items, self.config)
+        checked = check_items(items, self.config)
         validate_request("w", w, consistency, self.config.replicas)
-        ttl = _check_ttl(ttl)
+        ttl = check_ttl(ttl)
         if not checked:
             return {}
         res = self._client.call("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
@@ -299,7 +240,7 @@ class KV:
                    consistency: str | None = None, ttl: float | None = None) -> Version:
         key, value = self._key(key), self._value(value)
         validate_request("w", w, consistency, self.config.replicas)
-        ttl, clock = _check_ttl(ttl), _check_context(context)
+        ttl, clock = check_ttl(ttl), check_context(context)
         if clock is None:
             return Version(await self._put_group(w, consistency, ttl).arun((key, value)))
         return Version(await self._client.acall("put", key, value, context=clock, w=w,
@@ -327,15 +268,15 @@ class KV:
                       consistency: str | None = None) -> Version:
         key = self._key(key)
         validate_request("w", w, consistency, self.config.replicas)
-        clock = _check_context(context)
+        clock = check_context(context)
         if clock is None:
             clock = self._current_context(await self._asiblings(key, None, None))
         return Version(await self._client.acall("put", key, None, context=clock, w=w, consistency=consistency))
 
     async def aput_many(self, items, *, w=None, consistency=None, ttl=None) -> dict[bytes, Version]:
-        checked = _check_items(items, self.config)
+        checked = check_items(items, self.config)
         validate_request("w", w, consistency, self.config.replicas)
-        ttl = _check_ttl(ttl)
+        ttl = check_ttl(ttl)
         if not checked:
             return {}
         res = await self._client.acall("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
