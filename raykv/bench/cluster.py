@@ -102,15 +102,18 @@ async def _concurrent(op, callers: int, per_caller: int) -> float:
 
 
 def run(ops: int = 1000, batch: int = 1000, batches: int = 10, callers: int = 8,
-        nodes: int = 5, data_dir: str | None = None) -> list[dict]:
+        nodes: int = 5, data_dir: str | None = None, address: str | None = None) -> list[dict]:
     """Run every phase and return result rows: {metric, raykv, baseline, ratio, target, ok}."""
     import ray
 
     import raykv
 
     if not ray.is_initialized():
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), namespace="raykv", include_dashboard=False,
-                 log_to_driver=False)
+        if address:                      # measure on a running cluster
+            ray.init(address=address, namespace="raykv", log_to_driver=False)
+        else:                            # an instance of our own, even if another one runs on this host
+            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), namespace="raykv",
+                     include_dashboard=False, log_to_driver=False)
     Echo, DictStore = _baseline_actors()
     echo, plain = Echo.remote(), DictStore.remote()
     ray.get([echo.ping.remote(0), plain.put.remote(b"x", b"x")])
@@ -201,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=10, help="number of batches")
     p.add_argument("--callers", type=int, default=8, help="concurrent async callers")
     p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--address", help="a running Ray cluster to measure on (default: start a local one)")
     p.add_argument("--out", help="also write the markdown table to this file")
     args = p.parse_args(argv)
-    rows = run(ops=args.ops, batch=args.batch, batches=args.batches, callers=args.callers, nodes=args.nodes)
+    rows = run(ops=args.ops, batch=args.batch, batches=args.batches, callers=args.callers, nodes=args.nodes,
+               address=args.address)
     text = render(rows, argv)
     print(text)
     if args.out:
