@@ -235,34 +235,18 @@ class StorageNode:
     async def rpc_put_batch(self, items: list) -> list:
         """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool.
         A node that has left the ring refuses writes (NodeUnavailable): the sender retries elsewhere."""
-        self._require_started()
-        if self.status_name == "left":
-            raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
-        self.counters["ops"] += 1
-        self.counters["puts"] += len(items)
-        self._fg_keys += len(items)
-        acks, direct = [], []
-        for item in items:
-            hint = item[2] if len(item) > 2 else None
-            if hint is not None and hint != self.node_id:
-                try:
-                    store_hint(self.backend, self.config.max_hints, hint, item[0], list(item[1]))
-                    self.counters["hints_written"] += 1
-                    acks.append(True)
-                except Overloaded:
-                    self.counters["hints_refused"] += 1
-                    acks.append(False)
-                continue
-            direct.append(item)
-            acks.append(True)
-        if direct:
-            self.apply_local(direct)
-        return acks
+        return self._accept_writes(items, list, self.apply_local)
 
     async def rpc_put_encoded(self, items: list) -> list:
         """``put_batch`` with each sibling set encoded (``vclock.encode_siblings``): items are ``(key, bytes)``
         or ``(key, bytes, hint_target)``; per-item bool. What coordinators send: bytes pickle at C speed and a
         new key is stored without a decode/encode round trip (``apply_local_encoded``)."""
+        return self._accept_writes(items, decode_siblings, self.apply_local_encoded)
+
+    def _accept_writes(self, items: list, as_siblings, apply) -> list:
+        """The write intake both put RPCs share: an item naming another node as hint target is kept as a
+        durable hint (False when the hint store is full), the rest go to ``apply`` as one batch of
+        ``(key, payload)``; per-item ack."""
         self._require_started()
         if self.status_name == "left":
             raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
@@ -274,7 +258,7 @@ class StorageNode:
             hint = item[2] if len(item) > 2 else None
             if hint is not None and hint != self.node_id:
                 try:
-                    store_hint(self.backend, self.config.max_hints, hint, item[0], decode_siblings(item[1]))
+                    store_hint(self.backend, self.config.max_hints, hint, item[0], as_siblings(item[1]))
                     self.counters["hints_written"] += 1
                     acks.append(True)
                 except Overloaded:
@@ -284,7 +268,7 @@ class StorageNode:
             direct.append((item[0], item[1]))
             acks.append(True)
         if direct:
-            self.apply_local_encoded(direct)
+            apply(direct)
         return acks
 
     async def rpc_get_encoded(self, keys: list[bytes]) -> list:
