@@ -75,6 +75,16 @@ class Simulation:
         self.check_errors()
         return result
 
+    def run_booted(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Boot the cluster, run ``fn()`` to completion on the virtual loop, then close the loop."""
+        async def main():
+            await self.boot()
+            return await fn()
+        try:
+            return self.run(main())
+        finally:
+            self.close()
+
     def close(self) -> None:
         if not self.loop.is_closed():
             self.loop.close()

@@ -14,16 +14,6 @@ from raykv.sim.simulation import SIM_CONFIG, Simulation
 NO_AE = SIM_CONFIG.with_(anti_entropy_interval=1e9)
 
 
-def run(sim, fn):
-    async def main():
-        await sim.boot()
-        return await fn()
-    try:
-        return sim.run(main())
-    finally:
-        sim.close()
-
-
 def values(sibs):
     return sorted(s.value for s in sibs)
 
@@ -44,7 +34,7 @@ def test_put_get_context_and_siblings():
         await c.put(b"k", b"merged", context=merged_context(sibs))
         assert values(await d.get(b"k", r=3)) == [b"merged"]
         assert c.actor != d.actor and c.actor.startswith("c0.")
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_delete_and_ttl():
@@ -61,7 +51,7 @@ def test_delete_and_ttl():
         assert values(await c.get(b"t")) == [b"short"]
         await asyncio.sleep(2.5)
         assert await c.get(b"t") == []
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_retried_write_is_idempotent_and_duplicates_are_harmless():
@@ -77,7 +67,7 @@ def test_retried_write_is_idempotent_and_duplicates_are_harmless():
         for node in sim.backends.values():
             assert len(node.get(b"k")) <= 1
         assert values(await c.get(b"k", r=3)) == [b"19"]
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_quorum_validation_and_failure():
@@ -101,7 +91,7 @@ def test_quorum_validation_and_failure():
         assert e.value.required == 3 and e.value.acked == 1
         assert c.counters["quorum_failures"] >= 1
         await c.get(b"k", consistency="one")
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_sloppy_quorum_writes_through_a_partition():
@@ -118,7 +108,7 @@ def test_sloppy_quorum_writes_through_a_partition():
         sim.heal()
         assert await sim.wait_until(lambda: sim.hints_pending() == 0, 30)
         assert all(sim.backends[n].get(b"k") for n in pref)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_read_repair_fixes_a_stale_replica():
@@ -133,7 +123,7 @@ def test_read_repair_fixes_a_stale_replica():
         await asyncio.sleep(1.0)
         assert values(sim.backends[stale].get(b"k")) == [b"v"]
         assert c.counters["read_repairs"] >= 1
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_batches_make_one_call_per_replica_node():
@@ -157,7 +147,7 @@ def test_batches_make_one_call_per_replica_node():
         gets = [n for n, m in calls if m == "get_encoded"]
         assert len(gets) == len(set(gets)) <= len(sim.specs)
         assert sorted(got) == sorted(keys) and all(values(v) == [b"v" + k] for k, v in got.items())
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_scan_pages_return_every_live_key_once():
@@ -178,7 +168,7 @@ def test_scan_pages_return_every_live_key_once():
             if cursor is None:
                 break
         assert sorted(seen) == sorted(keys) and pages > 5
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_local_and_each_quorum_with_datacenters():
@@ -197,7 +187,7 @@ def test_local_and_each_quorum_with_datacenters():
         assert values(await c.get(b"k", consistency="local_quorum")) == [b"v"]
         with pytest.raises(QuorumNotReached):
             await c.get(b"k", consistency="each_quorum")
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_status_reports_members_and_ownership():
@@ -210,7 +200,7 @@ def test_status_reports_members_and_ownership():
         assert all(m["status"] == "alive" for m in st["members"].values())
         assert abs(sum(st["ownership"].values()) - 1.0) < 1e-9
         assert "read_repairs" in c.counters and "sloppy_writes" in c.counters
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_writes_reach_a_joining_node_before_it_serves_reads():
@@ -227,7 +217,7 @@ def test_writes_reach_a_joining_node_before_it_serves_reads():
         await asyncio.sleep(0.05)
         assert values(new.backend.get(key)) == [b"v"]          # the future owner got the write, uncounted
         assert "n9" not in c.membership.ring("read").nodes     # but is not asked for reads yet
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_scan_with_a_node_down_still_returns_every_key_in_few_rounds():
@@ -254,7 +244,7 @@ def test_scan_with_a_node_down_still_returns_every_key_in_few_rounds():
         assert sorted(seen) == sorted(keys)
         # one call per node per page round, not one per ring segment
         assert calls.count("fetch_range") <= 2 * len(sim.specs)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_scan_fails_when_every_replica_of_a_range_is_down():
@@ -271,7 +261,7 @@ def test_scan_fails_when_every_replica_of_a_range_is_down():
                 _page, cursor = await c.scan_page(cursor, 1000)
                 if cursor is None:
                     break
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_each_quorum_does_not_count_fallbacks_in_another_datacenter():
@@ -288,4 +278,4 @@ def test_each_quorum_does_not_count_fallbacks_in_another_datacenter():
         with pytest.raises(QuorumNotReached):
             await c.put(b"k2", b"v", consistency="each_quorum")
         await c.put(b"k3", b"v", consistency="quorum")      # plain quorum: sloppy acks count (Dynamo)
-    run(sim, body)
+    sim.run_booted(body)

@@ -19,16 +19,6 @@ def sib(actor, n, value=b"v", ctx=None):
     return Sibling((actor, n), VClock(ctx, {a: 0.0 for a in ctx}), value, 1.0)
 
 
-def run(sim, fn):
-    async def main():
-        await sim.boot()
-        return await fn()
-    try:
-        return sim.run(main())
-    finally:
-        sim.close()
-
-
 def test_put_batch_reconciles_keeps_concurrent_siblings_and_is_idempotent():
     sim = Simulation(seed=1, nodes=3, config=NO_AE)
 
@@ -45,7 +35,7 @@ def test_put_batch_reconciles_keeps_concurrent_siblings_and_is_idempotent():
         await node.rpc_put_batch([(b"k", [a])])              # an old version arriving late is obsolete
         assert [s.value for s in node.backend.get(b"k")] == [b"c"]
         assert await node.rpc_get_batch([b"absent"]) == [[]]
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_a_hinted_item_is_stored_as_a_hint_not_as_data():
@@ -57,7 +47,7 @@ def test_a_hinted_item_is_stored_as_a_hint_not_as_data():
         assert node.backend.get(b"k") == [] and node.backend.hint_count() == 1
         await node.rpc_put_batch([(b"k2", [sib("x", 2)], "n0")])   # a hint naming ourselves is plain data
         assert node.backend.get(b"k2")
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_fetch_range_pages_by_token():
@@ -77,7 +67,7 @@ def test_fetch_range_pages_by_token():
             lo = nxt
         assert sorted(got) == sorted(b"key%d" % i for i in range(25))
         assert [key_token(k) for k in got] == sorted(key_token(k) for k in got)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_anti_entropy_repairs_a_wiped_replica_both_ways():
@@ -101,7 +91,7 @@ def test_anti_entropy_repairs_a_wiped_replica_both_ways():
         assert sum(n.counters["anti_entropy_repairs"] for n in sim.nodes.values()) >= len(held)
         pref = sim._ring().preference_list(b"only-n2", 3)
         assert all(sim.backends[n].get(b"only-n2") for n in pref if n != "n2")
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_join_streams_ranges_before_serving_reads():
@@ -120,7 +110,7 @@ def test_join_streams_ranges_before_serving_reads():
         mine = [b"k%d" % i for i in range(60) if "n9" in ring.preference_list(b"k%d" % i, 3)]
         assert mine and all(sim.backends["n9"].get(k) for k in mine)
         assert new.counters["streamed_in"] >= len(mine)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_a_crash_mid_join_loses_nothing_and_restreams():
@@ -144,7 +134,7 @@ def test_a_crash_mid_join_loses_nothing_and_restreams():
                 if r == "n9":
                     assert sim.backends["n9"].get(k), k
         assert node.counters["restarts"] == 1
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_leave_pushes_ranges_then_marks_left():
@@ -166,7 +156,7 @@ def test_leave_pushes_ranges_then_marks_left():
             await sim.leave(nid)
         with pytest.raises(InvalidArgument):
             await sim.nodes["n4"].rpc_leave()             # the last node cannot leave
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_restart_resumes_status_with_a_higher_incarnation():
@@ -183,7 +173,7 @@ def test_restart_resumes_status_with_a_higher_incarnation():
         assert {"node_id", "alive", "datacenter", "weight", "host", "keys", "disk_bytes",
                 "hints_pending"} <= set(st)
         assert st["alive"] and st["node_id"] == "n1"
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_gossip_detects_a_crashed_node():
@@ -195,7 +185,7 @@ def test_gossip_detects_a_crashed_node():
         assert await sim.wait_until(lambda: obs.membership.status("n3", obs.transport.now()) == "down", 60)
         sim.restart("n3")
         assert await sim.wait_until(lambda: obs.membership.status("n3", obs.transport.now()) == "alive", 60)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_tombstones_are_collected_after_the_grace_period():
@@ -212,7 +202,7 @@ def test_tombstones_are_collected_after_the_grace_period():
         assert await sim.wait_until(lambda: not any(b.get(b"doomed") for b in sim.backends.values()), 20)
         assert sum(1 for b in sim.backends.values() if b.get(b"kept")) == 3
         assert sum(n.counters["tombstones_collected"] for n in sim.nodes.values()) >= 3
-    run(sim, body)
+    sim.run_booted(body)
     live, dead = sib("x", 1, b"v"), sib("x", 2, None)
     assert not collectable([live], 100.0, 1.0) and collectable([dead], 100.0, 1.0)
     assert not collectable([dead], 1.5, 1.0) and not collectable([], 100.0, 1.0)
@@ -236,7 +226,7 @@ def test_old_owners_hand_off_and_drop_ranges_they_no_longer_replicate():
         assert sum(n.counters["handoff_keys"] for n in sim.nodes.values()) > 0
         got = await c.get_many(keys, r=3)
         assert len(got) == len(keys)
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
@@ -257,7 +247,7 @@ def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
         assert [s.value for s in (await node.rpc_get_batch([b"k"]))[0]] == [b"c"]
         assert await node.rpc_put_encoded([(b"h", encode_siblings([a]), "n1")]) == [True]   # sloppy: a hint
         assert await node.rpc_get_encoded([b"h"]) == [None] and sim.backends["n0"].get_hint("n1", b"h") == [a]
-    run(sim, body)
+    sim.run_booted(body)
 
 
 def test_anti_entropy_yields_to_heavy_client_traffic_but_only_for_a_bounded_number_of_rounds():
@@ -281,4 +271,4 @@ def test_anti_entropy_yields_to_heavy_client_traffic_but_only_for_a_bounded_numb
         launched.clear()
         await node.tick()
         assert "ae" in launched
-    run(sim, body)
+    sim.run_booted(body)
