@@ -14,21 +14,16 @@ it minted for that key, so version-vector contexts never over-claim.
 Writes (Dynamo section 4.5-4.6): the new version's context is the context the
 client passed (None -> empty: a blind write is *concurrent* with what is
 stored and becomes a sibling, never a silent overwrite), pruned; its dot is
-fresh. Each key's preference list comes from the read ring (joining nodes
-excluded); a replica believed down is replaced by the next healthy node on
-the ring with a hint naming it (sloppy quorum), and a replica whose call fails
-is retried the same way once. Acks are credited to the intended replica and
-counted by ``quorum.tally`` (W, or local_quorum / each_quorum by datacenter).
-Nodes that will own the key after a pending join/leave also receive the write,
-best effort, uncounted. ``put_many`` sends ONE ``put_encoded`` per node (sibling
-sets travel as ``vclock.encode_siblings`` bytes: C-speed pickling, no decode on
-the node for a key it does not hold yet).
+fresh. Reads return after R replies with the ``vclock.sync`` of what came back,
+then in the background wait for the rest and push the merge to stale replicas.
 
-Reads ask all N replicas (one ``get_encoded`` per node for ``get_many``), return
-after R replies with the ``vclock.sync`` of what came back, then in the
-background wait for the rest and push the merge to stale replicas
-(``quorum.read_repair_plan``). Cost per request: one message per replica node
-and O(siblings^2) reconciliation per key.
+The fan-out itself (preference lists, sloppy quorum, hints, quorum counting,
+read-repair plan) lives in ``rounds`` as plain callbacks: ``plan_put`` /
+``plan_put_many`` / ``plan_read`` build a round without I/O, and ``_Driver``
+runs it over the ``Transport``. The driver-side router in ``raykv.actors``
+runs the very same rounds with ``ray.wait`` instead (client-driven
+coordination). Cost per request: one message per replica node and
+O(siblings^2) reconciliation per key.
 """
 
 from __future__ import annotations
@@ -39,11 +34,11 @@ from typing import Callable
 
 from .config import StoreConfig
 from .membership import Membership
-from .quorum import Quorum, Tally, read_quorum, read_repair_plan, tally, write_quorum
+from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
+from .rounds import ReadRound, WriteRound
 from .transport import Transport
-from .vclock import (DotMinter, Sibling, VClock, decode_siblings, encode_siblings, live,
-                                  reconcile)
+from .vclock import DotMinter, Sibling, VClock, live, reconcile
 from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
@@ -51,80 +46,46 @@ COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", 
             "quorum_failures", "node_failures", "refreshes", "scan_pages")
 
 
-class _Fanout:
-    """Outstanding replica calls of one request; callbacks update the decision state as replies land.
+class _Driver:
+    """Runs one round over a ``Transport``: makes its sends, feeds each reply back, wakes waiters.
 
-    ``undecided`` is the number of keys whose quorum is still "wait" (the callbacks decrement it), so
-    checking whether the request is decided is O(1) per reply, not O(keys)."""
+    One future per call (``Transport.call_future``), no task per call; ``until(pred, limit)`` is one future and
+    one timer."""
 
-    def __init__(self, undecided: int) -> None:
-        self.undecided = undecided
-        self.pending: dict[int, asyncio.Future] = {}
-        self.decided = False
-        self._waiter: asyncio.Future | None = None
-        self._seq = 0
+    def __init__(self, transport: Transport, rnd, timeout: float) -> None:
+        self.transport, self.rnd, self.timeout = transport, rnd, timeout
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
 
-    def launch(self, call, on_done: Callable[[object, BaseException | None], None]) -> None:
-        """Track ``call`` (a future from ``Transport.call_future``, or a coroutine)."""
-        self._seq += 1
-        seq = self._seq
-        fut = asyncio.ensure_future(call)
-        self.pending[seq] = fut
+    def launch(self, sends) -> None:
+        for node, method, payload, tag in sends:
+            fut = asyncio.ensure_future(self.transport.call_future(node, method, payload, timeout=self.timeout))
+            fut.add_done_callback(lambda f, tag=tag: self._done(f, tag))
 
-        def done(f: asyncio.Future) -> None:
-            self.pending.pop(seq, None)
-            if f.cancelled():
-                on_done(None, NodeUnavailable("cancelled"))
-            else:
-                exc = f.exception()
-                on_done(None if exc else f.result(), exc)
-            self.check()
-        fut.add_done_callback(done)
+    def _done(self, f: asyncio.Future, tag) -> None:
+        if f.cancelled():
+            res, exc = None, NodeUnavailable("cancelled")
+        else:
+            exc = f.exception()
+            res = None if exc else f.result()
+        self.launch(self.rnd.on_reply(tag, res, exc))
+        for pred, w in self._waiters:
+            if not w.done() and pred():
+                w.set_result(None)
 
-    def check(self) -> None:
-        if not self.pending or self.undecided <= 0:
-            self.decided = True
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
-
-    async def wait(self, timeout: float) -> None:
-        """Until decided (or every call returned), at most ``timeout`` seconds; one future + one timer."""
-        self.check()
-        if self.decided:
+    async def until(self, pred: Callable[[], bool], limit: float) -> None:
+        """Until ``pred()`` holds (checked after every reply), at most ``limit`` seconds."""
+        if pred():
             return
         loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, lambda: waiter.done() or waiter.set_result(None))
+        w = loop.create_future()
+        entry = (pred, w)
+        self._waiters.append(entry)
+        timer = loop.call_later(limit, lambda: w.done() or w.set_result(None))
         try:
-            await waiter
+            await w
         finally:
             timer.cancel()
-
-    async def wait_all(self, timeout: float) -> None:
-        if self.pending:
-            await asyncio.wait([f for _, f in sorted(self.pending.items())], timeout=timeout)
-
-
-class _Liveness(dict):
-    """``is_up`` of each node, computed at most once per request (phi is O(1) but not free per key)."""
-
-    def __init__(self, membership: Membership, now: float) -> None:
-        super().__init__()
-        self.m, self.now = membership, now
-
-    def __missing__(self, node_id: str) -> bool:
-        up = self[node_id] = self.m.is_up(node_id, self.now)
-        return up
-
-
-def _merge_encoded(blobs) -> list[Sibling]:
-    """``vclock.reconcile`` of encoded sibling sets (None/b"" = absent); identical bytes are decoded once."""
-    distinct = {b for b in blobs if b}
-    if not distinct:
-        return []
-    if len(distinct) == 1:
-        return decode_siblings(distinct.pop())
-    return reconcile(*(decode_siblings(b) for b in distinct))
+            self._waiters.remove(entry)
 
 
 class Coordinator:
@@ -203,136 +164,54 @@ class Coordinator:
         return Sibling(dot=dot, context=ctx, value=value, timestamp=now,
                        expires_at=(now + ttl) if ttl is not None else None)
 
+    def plan_put(self, key: bytes, value: bytes | None, *, context: VClock | None = None, w: int | None = None,
+                 consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, VClock]:
+        """A write round for one key (value None = delete) and the new version's clock. No I/O."""
+        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        sib = self._mint(key, value, context, ttl)
+        return self._round(WriteRound, "put", [(key, sib)], q), sib.clock
+
+    def plan_put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
+                      consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
+        """A write round of blind writes (each a new sibling) and {key: new clock}. No I/O."""
+        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        entries = [(key, self._mint(key, value, None, ttl)) for key, value in items]
+        return self._round(WriteRound, "put_many", entries, q), {key: sib.clock for key, sib in entries}
+
+    def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,
+                  consistency: str | None = None) -> ReadRound:
+        """A read round over distinct ``keys``. No I/O."""
+        q = read_quorum(self.config, r, consistency, self.config.local_datacenter)
+        return self._round(ReadRound, op, keys, q)
+
+    def _round(self, cls, op: str, what: list, q: Quorum):
+        return cls(op, what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
+
     async def put(self, key: bytes, value: bytes | None, *, context: VClock | None = None,
                   w: int | None = None, consistency: str | None = None, ttl: float | None = None,
                   timeout: float | None = None) -> VClock:
         """Write (value None = delete) after W acks; returns the new version's clock (the new context)."""
-        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        write_quorum(self.config, w, consistency, self.config.local_datacenter)    # bad input fails before I/O
         await self._ensure_view()
-        sib = self._mint(key, value, context, ttl)
-        await self._write("put", [(key, sib)], q, timeout)
-        return sib.clock
+        rnd, clock = self.plan_put(key, value, context=context, w=w, consistency=consistency, ttl=ttl)
+        await self._write(rnd, timeout)
+        return clock
 
     async def put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                        consistency: str | None = None, ttl: float | None = None) -> dict[bytes, VClock]:
         """Blind writes of many keys (each a new sibling), one ``put_encoded`` per replica node."""
-        q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
+        write_quorum(self.config, w, consistency, self.config.local_datacenter)
         await self._ensure_view()
-        entries = [(key, self._mint(key, value, None, ttl)) for key, value in items]
-        await self._write("put_many", entries, q, None)
-        return {key: sib.clock for key, sib in entries}
+        rnd, clocks = self.plan_put_many(items, w=w, consistency=consistency, ttl=ttl)
+        await self._write(rnd, None)
+        return clocks
 
-    def _route(self, key: bytes, replica: str, used: set, up: "_Liveness",
-               direct: bool = True) -> tuple[str | None, str | None]:
-        """(target, hint): the replica itself when believed up (and ``direct``), else the next healthy
-        fallback not in ``used`` (the preference list and fallbacks already tried) with a hint naming it."""
-        if direct and up[replica]:
-            return replica, None
-        ring = self.membership.ring("read")
-        for f in ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas):
-            if up[f]:
-                used.add(f)
-                return f, replica
-        return None, None
-
-    async def _write(self, op: str, entries: list[tuple[bytes, Sibling]], q: Quorum, timeout: float | None) -> None:
-        """Fan ``entries`` out, one ``put_encoded`` per node; each key's sibling is encoded once
-        (``vclock.encode_siblings``) and the same bytes go to all of its replicas."""
-        cfg, m = self.config, self.membership
-        timeout = timeout or cfg.request_timeout
-        up = _Liveness(m, self.transport.now())
-        read_ring, future_ring = m.ring("read"), m.ring("future")
-        pending_owners = future_ring is not read_ring
-        dc_of = m.datacenter_of()
-        n, dcr = cfg.replicas, cfg.dc_replicas
-        tallies: list[Tally] = []
-        used: list[set | None] = []
-        retries: dict[tuple[int, str], int] = {}
-        blobs = [encode_siblings([sib]) for _key, sib in entries]
-        plain = [(key, blob) for (key, _sib), blob in zip(entries, blobs)]     # shared by every replica's payload
-        self.counters["ops"] += 1
-        self.counters["puts"] += 1
-        self.counters["keys_written"] += len(entries)
-        fan = _Fanout(len(entries))
-
-        def settle(t: Tally, was_waiting: bool) -> None:
-            if was_waiting and t.decision() != "wait":
-                fan.undecided -= 1
-
-        def send(groups: dict[str, list]) -> None:
-            for node, slots in groups.items():
-                payload = [plain[i] if hint is None else (entries[i][0], blobs[i], hint) for i, _r, hint in slots]
-                fan.launch(self.transport.call_future(node, "put_encoded", payload, timeout=timeout),
-                           lambda res, exc, node=node, slots=slots: on_reply(node, slots, res, exc))
-
-        def on_reply(node: str, slots: list, res, exc) -> None:
-            if exc is not None:
-                self._failed(node)
-                up[node] = False
-            regroup: dict[str, list] = {}
-            for j, (i, r, hint) in enumerate(slots):
-                if r is None:
-                    continue                       # best-effort copy for a pending owner
-                t = tallies[i]
-                waiting = t.decision() == "wait"
-                if exc is None and res[j]:
-                    if hint is not None and q.mode != "count" and dc_of.get(node) != dc_of.get(r):
-                        t.fail(r)                  # a hint held in another datacenter: stored, but it does not
-                    else:                          # count towards r's datacenter (Cassandra's rule for *_QUORUM)
-                        t.ack(r)
-                    settle(t, waiting)
-                    continue
-                tries = retries.get((i, r), 0)
-                target = None
-                if tries < 2 and waiting:
-                    retries[(i, r)] = tries + 1
-                    if used[i] is None:
-                        used[i] = set(t.replicas)
-                    target, hint2 = self._route(entries[i][0], r, used[i], up, direct=False)
-                if target is None:
-                    t.fail(r)
-                    settle(t, waiting)
-                else:
-                    self.counters["write_retries"] += 1
-                    self.counters["sloppy_writes"] += hint2 is not None
-                    regroup.setdefault(target, []).append((i, r, hint2))
-            send(regroup)
-
-        groups: dict[str, list] = {}
-        for i, (key, _sib) in enumerate(entries):
-            pref = read_ring.preference_list(key, n, dcr)
-            t = tally(q, pref, dc_of)
-            tallies.append(t)
-            used.append(None)
-            for r in pref:
-                if up[r]:
-                    target, hint = r, None
-                else:
-                    if used[i] is None:
-                        used[i] = set(pref)
-                    target, hint = self._route(key, r, used[i], up, direct=False)
-                if target is None:
-                    t.fail(r)
-                    continue
-                self.counters["sloppy_writes"] += hint is not None
-                groups.setdefault(target, []).append((i, r, hint))
-            if t.decision() != "wait":
-                fan.undecided -= 1
-            if pending_owners:
-                for extra in future_ring.preference_list(key, n, dcr):
-                    if extra not in pref:
-                        groups.setdefault(extra, []).append((i, None, None))
-        send(groups)
-        await fan.wait(2 * timeout)
-        self._raise_failed(op, tallies)
-
-    def _raise_failed(self, op: str, tallies: list[Tally]) -> None:
-        bad = [t for t in tallies if t.decision() != "ok"]
-        if bad:
-            self.counters["quorum_failures"] += 1
-            t = bad[0]
-            detail = t.missing() + (f"; {len(bad)} of {len(tallies)} keys failed" if len(tallies) > 1 else "")
-            raise QuorumNotReached(op, t.acked, t.quorum.required, len(t.replicas), detail)
+    async def _write(self, rnd: WriteRound, timeout: float | None) -> None:
+        timeout = timeout or self.config.request_timeout
+        d = _Driver(self.transport, rnd, timeout)
+        d.launch(rnd.start())
+        await d.until(lambda: rnd.decided, 2 * timeout)
+        rnd.finish()
 
     # ------------------------------------------------------------------ reads
     async def get(self, key: bytes, *, r: int | None = None, consistency: str | None = None,
@@ -352,84 +231,24 @@ class Coordinator:
         return await self._read("get_raw", list(dict.fromkeys(keys)), r, consistency, timeout, raw=True)
 
     async def _read(self, op: str, keys: list[bytes], r, consistency, timeout, raw: bool = False):
-        """Ask every replica with one ``get_encoded`` per node; replies stay encoded bytes until the quorum is
-        met, and replicas that answered the same bytes are decoded once (the common case: no divergence)."""
-        cfg, m = self.config, self.membership
-        q = read_quorum(cfg, r, consistency, cfg.local_datacenter)
+        """Run a read round: return after R replies per key, then read repair in the background."""
+        read_quorum(self.config, r, consistency, self.config.local_datacenter)
         await self._ensure_view()
-        timeout = timeout or cfg.request_timeout
-        ring = m.ring("read")
-        dc_of = m.datacenter_of()
-        n, dcr = cfg.replicas, cfg.dc_replicas
-        self.counters["ops"] += 1
-        self.counters["gets"] += 1
-        self.counters["keys_read"] += len(keys)
-        tallies: list[Tally] = []
-        replies: list[dict[str, bytes | None]] = [{} for _ in keys]
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            pref = ring.preference_list(key, n, dcr)
-            tallies.append(tally(q, pref, dc_of))
-            for node in pref:
-                groups.setdefault(node, []).append(i)
-        fan = _Fanout(sum(t.decision() == "wait" for t in tallies))
-
-        attempts: dict[str, int] = {}
-
-        def ask(node: str, idx: list[int]) -> None:
-            attempts[node] = attempts.get(node, 0) + 1
-            fan.launch(self.transport.call_future(node, "get_encoded", [keys[i] for i in idx], timeout=timeout),
-                       lambda res, exc: on_reply(node, idx, res, exc))
-
-        def on_reply(node: str, idx: list[int], res, exc) -> None:
-            if exc is not None:
-                self._failed(node)
-                if attempts[node] < 3 and any(tallies[i].decision() == "wait" for i in idx):
-                    ask(node, idx)            # reads are idempotent: retried on a lost message
-                    return
-            for j, i in enumerate(idx):
-                t = tallies[i]
-                waiting = t.decision() == "wait"
-                if exc is None:
-                    replies[i][node] = res[j]
-                    t.ack(node)
-                else:
-                    t.fail(node)
-                if waiting and t.decision() != "wait":
-                    fan.undecided -= 1
-
-        for node, idx in groups.items():
-            ask(node, idx)
-        await fan.wait(3 * timeout)
-        snapshot = [dict(rep) for rep in replies]
-        self._raise_failed(op, tallies)
-        self.transport.spawn(self._read_repair(keys, replies, fan, timeout))
-        now = self.transport.now()
-        out = {}
-        for key, rep in zip(keys, snapshot):
-            merged = _merge_encoded(rep.values())
-            out[key] = merged if raw else live(merged, now)
+        rnd = self.plan_read(op, keys, r=r, consistency=consistency)
+        timeout = timeout or self.config.request_timeout
+        d = _Driver(self.transport, rnd, timeout)
+        d.launch(rnd.start())
+        await d.until(lambda: rnd.decided, 3 * timeout)
+        rnd.finish()
+        out = rnd.result(self.transport.now(), raw)
+        self.transport.spawn(self._read_repair(rnd, d, timeout))
         return out
 
-    async def _read_repair(self, keys: list[bytes], replies: list[dict], fan: _Fanout, timeout: float) -> int:
-        """After every replica answered (or timed out), push the merge to the stale ones, one call per node.
-        Keys whose replicas all answered identical bytes are in sync and cost one comparison."""
-        await fan.wait_all(timeout)
-        pushes: dict[str, list] = {}
-        for key, rep in zip(keys, replies):
-            if len(rep) < 2:
-                continue
-            blobs = iter(rep.values())
-            first = next(blobs)
-            if all(b == first for b in blobs):
-                continue
-            merged, stale = read_repair_plan({node: decode_siblings(b) if b else [] for node, b in rep.items()})
-            if stale:
-                blob = encode_siblings(merged)
-                for node in stale:
-                    pushes.setdefault(node, []).append((key, blob))
+    async def _read_repair(self, rnd: ReadRound, d: "_Driver", timeout: float) -> int:
+        """After every replica answered (or timed out), push the merge to the stale ones, one call per node."""
+        await d.until(lambda: rnd.complete, timeout)
         repaired = 0
-        for node, items in pushes.items():
+        for node, items in rnd.repair_plan().items():
             try:
                 await self.transport.call(node, "put_encoded", items, timeout=timeout)
                 repaired += len(items)
