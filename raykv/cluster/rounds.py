@@ -118,9 +118,12 @@ class WriteRound(_Round):
         counters["keys_written"] += len(entries)
 
     def route(self, key: bytes, replica: str, used: set) -> tuple[str | None, str | None]:
-        """(target, hint): the next healthy fallback of ``key`` not in ``used``, with a hint naming ``replica``."""
+        """(target, hint): the next healthy fallback of ``key`` not in ``used``, with a hint naming ``replica``;
+        one in ``replica``'s datacenter first (a hint held elsewhere does not count for ``local_quorum``)."""
         ring = self.m.ring("read")
-        for f in ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas):
+        fallbacks = ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas)
+        dc = self.dc_of.get(replica)
+        for f in sorted(fallbacks, key=lambda f: self.dc_of.get(f) != dc):     # stable: ring order within each
             if self.up[f]:
                 used.add(f)
                 return f, replica

@@ -275,8 +275,6 @@ def test_local_quorum_hint_in_same_datacenter_counts():
     rnd.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="rounds.WriteRound.route takes the first up fallback in ring order, "
-                   "not one of the down replica's datacenter, so a local_quorum write fails although e3 is up")
 def test_local_quorum_hint_prefers_the_down_replicas_datacenter():
     _, rnd, hinted = _dc_write(b"k0", down=["e2"])              # fallbacks in ring order: w2, then e3
     assert hinted == {"e2": "e3"}
