@@ -322,6 +322,8 @@ class KV:
     def shutdown(self) -> None:
         """Stop this store's actors (nodes, coordinators, manager); the data stays in ``data_dir``."""
         import ray
+        if self._client.router is not None:
+            self._client.router.close()
         try:
             self._client.admin("shutdown", timeout=120)
         finally:
@@ -370,11 +372,17 @@ def _ensure_ray(address: str | None) -> None:
         ray.init(namespace=NAMESPACE, log_to_driver=False)
 
 
+def _check_routing(routing) -> None:
+    if routing not in ("client", "coordinator"):
+        raise InvalidArgument(f"routing must be 'client' (coordinate in this process) or 'coordinator' "
+                              f"(through the store's coordinator actors), got {routing!r}")
+
+
 def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum: int = 2, write_quorum: int = 2,
           data_dir: str | None = None, resolver=None, *, address: str | None = None,
           weights: list[float] | None = None, datacenters: list[str | None] | None = None,
           auto_join: bool = True, autoscale: bool | dict = False, ready_timeout: float = 120.0,
-          **options) -> KV:
+          routing: str = "client", **options) -> KV:
     """Create (or re-open, when ``data_dir`` already holds it) the store ``name`` and return a ``KV``.
 
     Starts an embedded Ray when none is running (``address`` connects to a
@@ -384,6 +392,9 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
     ``auto_join``: a Ray machine carrying ``raykv_storage`` gets a storage node by
     itself. ``autoscale``: True or a dict of ``raykv.actors.scaler.ScalePolicy``
     fields: traffic-based scaling of storage machines through Ray's autoscaler.
+    ``routing``: ``"client"`` (default) coordinates reads and writes in this
+    process, straight to the replicas (one Ray hop); ``"coordinator"`` sends
+    them through the store's coordinator actors (two hops).
     """
     import cloudpickle
     import ray
@@ -394,6 +405,7 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
 
     if not isinstance(name, str) or not name or ":" in name:
         raise InvalidArgument(f"name must be a non-empty str without ':', got {name!r}")
+    _check_routing(routing)
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:
         raise InvalidArgument(f"unknown option(s) {sorted(unknown)}; valid: {sorted(_CONFIG_FIELDS)}")
@@ -443,16 +455,17 @@ def start(name: str = "default", nodes: int = 5, replicas: int = 3, read_quorum:
                                    get_if_exists=True).remote(
             name, data_dir, config, blob, nodes, weights, datacenters, auto_join, scale)
         rget(mgr.wait_ready.remote(ready_timeout))
-    return KV(StoreClient(name))
+    return KV(StoreClient(name, routing))
 
 
-def connect(name: str = "default", address: str | None = "auto") -> KV:
-    """A ``KV`` on the running store ``name`` (``StoreNotFound`` if there is none)."""
+def connect(name: str = "default", address: str | None = "auto", *, routing: str = "client") -> KV:
+    """A ``KV`` on the running store ``name`` (``StoreNotFound`` if there is none); ``routing`` as in ``start``."""
     from raykv.actors.client import StoreClient
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"name must be a non-empty str, got {name!r}")
+    _check_routing(routing)
     _ensure_ray(address)
-    return KV(StoreClient(name))
+    return KV(StoreClient(name, routing))
 
 
 __all__ = ["start", "connect", "KV", "Version", "Versioned", "ClusterStatus", "NodeStatus", "StoreNotFound"]

@@ -60,13 +60,29 @@ async def rawait(ref):
         raise unwrap(e) from None
 
 
-class StoreClient:
-    """Handles for one store, refreshed from its manager; coordinator choice with failover."""
+ROUTED = frozenset({"get", "put", "get_many", "put_many"})   # what the driver-side router runs itself
+ROUTINGS = ("client", "coordinator")
 
-    def __init__(self, store: str) -> None:
-        self.store = store
+
+class StoreClient:
+    """Handles for one store, refreshed from its manager; request routing with failover.
+
+    ``routing="client"`` (default): reads and writes are coordinated in this process by a
+    ``raykv.actors.router.ClientRouter`` (straight to the replicas, one Ray hop); scans and admin go to the
+    coordinator actors. ``routing="coordinator"``: every request goes to a coordinator actor (two hops; the
+    driver then needs no view of the ring, e.g. a thin client on a busy head node)."""
+
+    def __init__(self, store: str, routing: str = "client") -> None:
+        from raykv.errors import InvalidArgument
+        if routing not in ROUTINGS:
+            raise InvalidArgument(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        self.store, self.routing = store, routing
         self.manager = get_manager(store)
+        self.router = None
         self.refresh()
+        if routing == "client":
+            from raykv.actors.router import ClientRouter
+            self.router = ClientRouter(store, self.desc["config"], sorted(self.desc["nodes"]))
 
     def refresh(self) -> dict:
         self.desc = rget(self.manager.describe.remote())
@@ -83,6 +99,10 @@ class StoreClient:
         remote = [h for is_local, h in coords if not is_local]
         random.shuffle(remote)
         self.coordinators = local + remote
+        if self.router is not None:           # learn of added nodes now, not one gossip round later
+            with self.router.mu:
+                self.router.coord.seeds = sorted(set(self.router.coord.seeds) | set(self.desc["nodes"]))
+            self.router.refresh()
         return self.desc
 
     def _order(self) -> list:
@@ -92,6 +112,8 @@ class StoreClient:
         """Blocking coordinator call with failover: the next coordinator when one died, and while every
         coordinator is down (restarting), retries with backoff for up to ``RETRY_FOR`` seconds.
         A retried write may have run once already: it then leaves an identical sibling, which reads collapse."""
+        if self.router is not None and method in ROUTED:
+            return getattr(self.router, method)(*args, **kwargs)
         deadline = time.monotonic() + RETRY_FOR
         delay, last = 0.1, None
         while True:
@@ -109,6 +131,8 @@ class StoreClient:
                               f"({type(last).__name__}) for {RETRY_FOR}s; check `raykv status --name {self.store}`")
 
     async def acall(self, method: str, *args, **kwargs) -> Any:
+        if self.router is not None and method in ROUTED:
+            return await self.router.acall(method, *args, **kwargs)
         deadline = time.monotonic() + RETRY_FOR
         delay, last = 0.1, None
         while True:

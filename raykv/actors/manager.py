@@ -272,6 +272,19 @@ class StoreManager:
         ray.kill(self.nodes[node_id], no_restart=not restart)
         if not restart:
             self.nodes.pop(node_id, None)
+            await self._wait_gone(node_name(self.store, node_id))
+
+    @staticmethod
+    async def _wait_gone(name: str, timeout: float = 10.0) -> None:
+        """``ray.kill`` returns before the actor is dead; wait until its name is free (so a restart creates a
+        new actor instead of finding the dying one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                return
+            await asyncio.sleep(0.05)
 
     async def restart_node(self, node_id: str) -> None:
         """Bring a node killed with ``kill_node`` back: a new actor re-opens ``data_dir/<id>``."""

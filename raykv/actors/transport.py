@@ -34,7 +34,7 @@ try:  # Ray >= 2.9
 except ImportError:  # pragma: no cover
     ActorUnavailableError = RayActorError
 
-NEGATIVE_TTL = 1.0
+NEGATIVE_TTL = 0.1         # short: a restarted node must be reachable again at once
 
 
 class RayTransport(Transport):
@@ -88,7 +88,7 @@ class RayTransport(Transport):
         try:
             inner = asyncio.wrap_future(self.handle(node_id).call.remote(method, *args).future())
         except BaseException as e:  # noqa: BLE001 - lookup/submission failure, mapped like a remote one
-            out.set_exception(self._map_error(e, node_id, method))
+            out.set_exception(self.map_error(e, node_id, method))
             return out
         self.pending += 1
         state = {"open": True}
@@ -118,13 +118,13 @@ class RayTransport(Transport):
             if exc is None:
                 out.set_result(f.result())
             else:
-                out.set_exception(self._map_error(exc, node_id, method))
+                out.set_exception(self.map_error(exc, node_id, method))
 
         timer = loop.call_later(timeout, expire)
         inner.add_done_callback(finish)
         return out
 
-    def _map_error(self, e: BaseException, node_id: str, method: str) -> BaseException:
+    def map_error(self, e: BaseException, node_id: str, method: str) -> BaseException:
         """Remote ``RayKVError`` as is; actor death/unavailability/lookup failure -> ``NodeUnavailable``."""
         if isinstance(e, RayTaskError):
             cause = getattr(e, "cause", None)

@@ -108,26 +108,37 @@ class Coordinator:
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
         """Pull the membership view from a storage node (gossip): a random up member, else the seeds."""
-        m = self.membership
-        now = self.transport.now()
+        for nid in self.gossip_targets():
+            try:
+                view = await self.transport.call(nid, "gossip", self.membership.view(),
+                                                 timeout=self.config.request_timeout)
+            except NodeUnavailable:
+                self.membership.suspect(nid, self.transport.now())
+                continue
+            self.absorb_view(view)
+            return
+
+    def gossip_targets(self) -> list[str]:
+        """Up to 4 nodes to pull the view from, in order: up members in random order, then the seeds."""
+        m, now = self.membership, self.transport.now()
         known = [nid for nid in m.node_ids() if m.is_up(nid, now)]
         self.rng.shuffle(known)
-        candidates = known + [s for s in self.seeds if s not in known]
-        for nid in candidates[:4]:
-            try:
-                view = await self.transport.call(nid, "gossip", m.view(), timeout=self.config.request_timeout)
-            except NodeUnavailable:
-                m.suspect(nid, self.transport.now())
-                continue
-            m.merge(view, self.transport.now())
-            self._last_refresh = self.transport.now()
-            self.counters["refreshes"] += 1
-            return
+        return (known + [s for s in self.seeds if s not in known])[:4]
+
+    def absorb_view(self, view: list) -> None:
+        """Merge a view a storage node answered to ``gossip``."""
+        self.membership.merge(view, self.transport.now())
+        self._last_refresh = self.transport.now()
+        self.counters["refreshes"] += 1
+
+    def view_age(self) -> float:
+        """Seconds since the last successful refresh (inf before the first)."""
+        return self.transport.now() - self._last_refresh
 
     async def _ensure_view(self) -> None:
         if not self.membership.members:
             await self.refresh()
-        elif self.transport.now() - self._last_refresh >= self.config.gossip_interval and not self._refreshing:
+        elif self.view_age() >= self.config.gossip_interval and not self._refreshing:
             self._refreshing = True
 
             async def bg():

@@ -23,7 +23,8 @@ def ray_session():
     if ray.is_initialized():
         ray.shutdown()
     os.environ.setdefault("PYTHONPATH", ROOT)
-    ray.init(address="local", num_cpus=4, namespace="raykv",   # our own instance, even if one runs here include_dashboard=False, log_to_driver=False,
+    ray.init(address="local",            # our own instance, even if one runs on this machine
+             num_cpus=4, namespace="raykv", include_dashboard=False, log_to_driver=False,
              _system_config=SYSTEM_CONFIG)
     yield ray
     ray.shutdown()

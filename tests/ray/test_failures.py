@@ -42,40 +42,47 @@ def replicas_holding(kv, key, node_ids):
 def test_sigkilled_storage_actors_lose_no_acknowledged_write(ray_session, store_dir):
     kv = raykv.start(name="crash", nodes=5, replicas=3, read_quorum=2, write_quorum=2, data_dir=store_dir,
                      request_timeout=2.0, anti_entropy_interval=3.0)
+    via_coord = raykv.connect(name="crash", routing="coordinator")     # the same store through its coordinator
+    handles = {"client": kv, "coordinator": via_coord}
     acked: dict[bytes, bytes] = {}
+    count = {"client": 0, "coordinator": 0}
     failures: list[Exception] = []
     stop = threading.Event()
 
-    def writer(tag):
+    def writer(tag, routing):
         i = 0
         while not stop.is_set():
             key, value = b"w%d-%06d" % (tag, i), b"value-%d" % i
             try:
-                kv.put(key, value, w=2)
+                handles[routing].put(key, value, w=2)
                 acked[key] = value
+                count[routing] += 1
             except raykv.RayKVError as e:
                 failures.append(e)
             i += 1
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    threads = [threading.Thread(target=writer, args=(t, ("client", "coordinator")[t % 2])) for t in range(4)]
     for t in threads:
         t.start()
     try:
         for victim in ("n2", "n4", "n1"):      # one at a time
             time.sleep(1.0)
             old = pid_of(kv, victim)
-            before = len(acked)
+            before = dict(count)
             os.kill(old, signal.SIGKILL)
             new = wait_for(lambda: _safe_pid(kv, victim) not in (None, old) and _safe_pid(kv, victim), 60,
                            what=f"{victim} restarted by Ray")
             assert new != old
-            wait_for(lambda: len(acked) > before + 50, 30, what=f"writes continuing around {victim}")
-        # the (only) coordinator too: the facade retries until Ray has restarted it
-        coord = kv._client.coordinators[0]
+            for routing in count:
+                wait_for(lambda: count[routing] > before[routing] + 25, 30,
+                         what=f"{routing}-routed writes continuing around {victim}")
+        # the (only) coordinator too: its clients retry until Ray has restarted it; client routing never noticed
+        coord = via_coord._client.coordinators[0]
         old = ray.get(coord.status.remote())["pid"]
-        before = len(acked)
+        before = dict(count)
         os.kill(old, signal.SIGKILL)
-        wait_for(lambda: len(acked) > before + 50, 60, what="writes continuing after the coordinator crash")
+        wait_for(lambda: count["coordinator"] > before["coordinator"] + 50, 60,
+                 what="coordinator-routed writes continuing after the coordinator crash")
         assert ray.get(coord.status.remote())["pid"] != old
         time.sleep(1.0)
     finally:

@@ -1,0 +1,259 @@
+"""ClientRouter: the coordinator logic run in the driver itself (client-driven coordination, Dynamo section 6.4).
+
+A ``get``/``put``/``get_many``/``put_many`` from the driver goes straight to
+the key's replicas, with no coordinator actor in between: one Ray hop instead
+of two, and no second pickling of the batch. The router holds a plain
+``raykv.cluster.coordinator.Coordinator`` for its state (membership view, dot
+minter, counters) and its planning (``plan_put``, ``plan_read``: the very
+rounds of ``raykv.cluster.rounds`` the coordinator actors and the simulator
+run), and drives each round synchronously in the caller's thread: one
+``.remote()`` per replica node, then ``ray.wait(refs, num_returns=1)`` until
+the round is decided (``ray.wait`` is the quorum primitive).
+
+One daemon thread does the background work: it refreshes the membership view
+(a ``gossip`` call to a random up node every ``gossip_interval``, so the phi
+detector keeps seeing heartbeats while the driver is idle) and runs read
+repair (waits for the replies that came after the quorum, then pushes the
+merge to stale replicas). The router's actor id (the ``actor`` of the dots it
+mints) is fresh per process, like a coordinator's.
+
+Threads: the ``Coordinator`` and each round are touched only under ``mu``;
+``ray.wait`` runs outside it, so concurrent callers wait in parallel. Async
+callers run the same path in a worker thread (``asyncio.to_thread``).
+
+Cost: a single-key put or get is one Ray call per replica (3 at N=3), issued
+from the driver; a batch of keys is one call per replica node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+
+import ray
+
+from raykv.actors.transport import RayTransport
+from raykv.errors import NodeUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
+
+
+class ClientRouter:
+    """Coordinator rounds driven from the driver with ``ray.wait``; thread-safe."""
+
+    def __init__(self, store: str, config, seeds: list[str]) -> None:
+        from raykv.cluster.coordinator import Coordinator
+
+        self.store, self.config = store, config
+        self.transport = RayTransport(store)
+        self.coord = Coordinator(f"d{uuid.uuid4().hex[:12]}", self.transport, config, seeds=list(seeds),
+                                 rng=random.Random())
+        self.mu = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.refresh()
+        if not self.coord.membership.members:
+            raise NodeUnavailable(f"no storage node of store {store!r} answered a membership request "
+                                  f"(tried {self.coord.gossip_targets() or seeds})")
+
+    # ------------------------------------------------------------------ membership
+    def refresh(self) -> bool:
+        """Pull the membership view from up to 4 nodes in turn until one answers (blocking)."""
+        with self.mu:
+            targets, view = self.coord.gossip_targets(), self.coord.membership.view()
+        for nid in targets:
+            try:
+                got = ray.get(self.transport.handle(nid).call.remote("gossip", view),
+                              timeout=self.config.request_timeout)
+            except Exception:   # noqa: BLE001 - any failure: try the next node
+                with self.mu:
+                    self.coord.membership.suspect(nid, self.transport.now())
+                continue
+            with self.mu:
+                self.coord.absorb_view(got)
+            return True
+        return False
+
+    def _ensure_view(self) -> None:
+        self._start_thread()
+        if self.coord.view_age() > MAX_VIEW_AGE * self.config.gossip_interval:
+            self.refresh()
+
+    def add_node(self, node_id: str) -> None:
+        with self.mu:
+            if node_id not in self.coord.seeds:
+                self.coord.seeds.append(node_id)
+        self.refresh()
+
+    # ------------------------------------------------------------------ requests
+    def put(self, key: bytes, value, *, context=None, w=None, consistency=None, ttl=None, timeout=None):
+        """Write after W acks; returns the new version's clock (see ``Coordinator.put``)."""
+        self._ensure_view()
+        with self.mu:
+            rnd, clock = self.coord.plan_put(key, value, context=context, w=w, consistency=consistency, ttl=ttl)
+        self._drive(rnd, {}, timeout or self.config.request_timeout, 2, "decided")
+        with self.mu:
+            rnd.finish()
+        return clock
+
+    def put_many(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
+        """Blind writes of many keys, one ``put_encoded`` per replica node; -> {key: clock}."""
+        self._ensure_view()
+        with self.mu:
+            rnd, clocks = self.coord.plan_put_many(items, w=w, consistency=consistency, ttl=ttl)
+        self._drive(rnd, {}, self.config.request_timeout, 2, "decided")
+        with self.mu:
+            rnd.finish()
+        return clocks
+
+    def get(self, key: bytes, *, r=None, consistency=None, timeout=None) -> list:
+        """Live siblings of ``key`` after R replies; read repair in the background."""
+        return self._read("get", [key], r, consistency, timeout)[key]
+
+    def get_many(self, keys: list, *, r=None, consistency=None) -> dict:
+        got = self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
+        return {k: v for k, v in got.items() if v}
+
+    def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
+        self._ensure_view()
+        timeout = timeout or self.config.request_timeout
+        with self.mu:
+            rnd = self.coord.plan_read(op, keys, r=r, consistency=consistency)
+        out = {}
+        self._drive(rnd, out, timeout, 3, "decided")
+        with self.mu:
+            rnd.finish()
+            result = rnd.result(self.transport.now())
+        if out:
+            self._jobs.put(lambda: self._repair(rnd, out, timeout))
+        elif len(keys) > 1 or len(rnd.replies[0]) > 1:
+            pushes = rnd.repair_plan()     # every replica answered already: usually identical, nothing to do
+            if pushes:
+                self._jobs.put(lambda: self._repair(rnd, out, timeout))
+        return result
+
+    def _repair(self, rnd, out: dict, timeout: float) -> None:
+        """Background: the rest of the replies, then the merge pushed to stale replicas (best effort)."""
+        self._drive(rnd, out, timeout, 1, "complete")
+        with self.mu:
+            pushes = rnd.repair_plan()
+        refs = {}
+        for node, items in pushes.items():
+            try:
+                refs[self.transport.handle(node).call.remote("put_encoded", items)] = (node, len(items))
+            except NodeUnavailable:
+                continue
+        if not refs:
+            return
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        repaired = 0
+        for ref in ready:
+            node, n = refs[ref]
+            try:
+                ray.get(ref)
+                repaired += n
+            except Exception:   # noqa: BLE001 - the node is down: anti-entropy repairs it later
+                with self.mu:
+                    self.coord._failed(node)
+        with self.mu:
+            self.coord.counters["read_repairs"] += repaired
+
+    # ------------------------------------------------------------------ the ray.wait loop
+    def _drive(self, rnd, out: dict, timeout: float, limit_factor: float, until: str) -> None:
+        """Make the round's calls and feed replies back until ``rnd.<until>`` holds, or ``limit_factor *
+        timeout`` seconds. ``out`` ({ref: (tag, node, method, deadline)}) keeps the calls still in flight."""
+        if not out:
+            with self.mu:
+                sends = rnd.start()
+            self._submit(rnd, sends, out, timeout)
+        end = time.monotonic() + limit_factor * timeout
+        while out:
+            with self.mu:
+                if getattr(rnd, until):
+                    return
+            now = time.monotonic()
+            if now >= end:
+                return
+            first = min(entry[3] for entry in out.values())
+            ready, _ = ray.wait(list(out), num_returns=1, timeout=max(0.0, min(first, end) - now))
+            for ref in ready:
+                self._feed(rnd, out, ref, timeout)
+            now = time.monotonic()
+            for ref in [ref for ref, entry in out.items() if entry[3] <= now]:
+                tag, node, method, _ = out.pop(ref)
+                self._reply(rnd, out, tag, None, NodeUnavailable(
+                    f"storage node {node!r} did not answer {method!r} within {timeout}s"), timeout)
+
+    def _feed(self, rnd, out: dict, ref, timeout: float) -> None:
+        tag, node, method, _ = out.pop(ref)
+        try:
+            res, exc = ray.get(ref), None
+        except Exception as e:  # noqa: BLE001 - mapped like the async transport does
+            res, exc = None, self.transport.map_error(e, node, method)
+        self._reply(rnd, out, tag, res, exc, timeout)
+
+    def _reply(self, rnd, out: dict, tag, res, exc, timeout: float) -> None:
+        with self.mu:
+            sends = rnd.on_reply(tag, res, exc)
+        self._submit(rnd, sends, out, timeout)
+
+    def _submit(self, rnd, sends: list, out: dict, timeout: float) -> None:
+        sends = list(sends)
+        while sends:
+            node, method, payload, tag = sends.pop()
+            try:
+                ref = self.transport.handle(node).call.remote(method, payload)
+            except Exception as e:  # noqa: BLE001 - no such actor / submission failed: a failed reply
+                exc = self.transport.map_error(e, node, method)
+                with self.mu:
+                    sends.extend(rnd.on_reply(tag, None, exc))
+                continue
+            out[ref] = (tag, node, method, time.monotonic() + timeout)
+
+    # ------------------------------------------------------------------ background thread
+    def _start_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self.mu:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._background, name=f"raykv-router-{self.store}",
+                                                    daemon=True)
+                    self._thread.start()
+
+    def _background(self) -> None:
+        interval = self.config.gossip_interval
+        while not self._closed:
+            try:
+                job = self._jobs.get(timeout=interval)
+            except queue.Empty:
+                job = None
+            if self._closed or not ray.is_initialized():
+                return
+            try:
+                if job is not None:
+                    job()
+                if self.coord.view_age() >= interval:
+                    self.refresh()
+            except Exception:   # noqa: BLE001 - background work must not kill the thread
+                log.debug("raykv router background job failed", exc_info=True)
+
+    def close(self) -> None:
+        self._closed = True
+        self._jobs.put(None)
+
+    # ------------------------------------------------------------------ async
+    async def acall(self, method: str, *args, **kwargs):
+        """The same call from an event loop: run in a worker thread, so the loop is never blocked."""
+        return await asyncio.to_thread(getattr(self, method), *args, **kwargs)
+
+    def status(self) -> dict:
+        with self.mu:
+            return {"actor": self.coord.actor, "view_age": self.coord.view_age(),
+                    "counters": dict(self.coord.counters), "members": sorted(self.coord.membership.members)}

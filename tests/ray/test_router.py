@@ -1,0 +1,96 @@
+"""Client-driven coordination on real Ray (raykv.actors.router): requests go from the driver straight to the
+replicas, the coordinator actors are not on the path, failures fall back to sloppy quorum, reads repair."""
+
+import asyncio
+import time
+
+import pytest
+import ray
+
+import raykv
+from raykv.actors.client import get_manager
+from raykv.cluster.ring import NodeInfo, Ring
+from raykv.cluster.vclock import DotMinter, Sibling, decode_siblings, encode_siblings
+from tests.ray.conftest import wait_for
+
+pytestmark = pytest.mark.ray
+
+
+def coordinator_puts(kv) -> int:
+    return sum(ray.get(c.status.remote())["counters"]["puts"] for c in kv._client.coordinators)
+
+
+def replicas_of(kv, key) -> list[str]:
+    st = kv.status()
+    ring = Ring([NodeInfo(n.node_id, n.weight, n.datacenter, n.ray_node_id) for n in st.nodes],
+                kv.config.tokens_per_node)
+    return ring.preference_list(key, kv.config.replicas, kv.config.dc_replicas)
+
+
+def node_call(kv, node_id, method, *args):
+    h = ray.get_actor(f"raykv:{kv.name}:node:{node_id}", namespace="raykv")
+    return ray.get(h.call.remote(method, *args), timeout=30)
+
+
+def _dead(kv, node_id) -> bool:
+    try:
+        node_call(kv, node_id, "status")
+        return False
+    except Exception:   # noqa: BLE001 - no actor, or it died
+        return True
+
+
+def test_client_routing_skips_the_coordinator_actors_and_coordinator_routing_uses_them(ray_session, store_dir):
+    kv = raykv.start(name="route", nodes=4, data_dir=store_dir)
+    try:
+        assert kv._client.routing == "client" and kv._client.router is not None
+        before = coordinator_puts(kv)
+        kv.put(b"a", b"1")
+        kv.put_many({b"b%d" % i: b"x" for i in range(50)})
+        assert kv.get(b"a") == b"1" and len(kv.get_many([b"b%d" % i for i in range(50)])) == 50
+        assert asyncio.run(kv.aget(b"a")) == b"1"
+        assert coordinator_puts(kv) == before                           # nothing went through a coordinator
+        counters = kv._client.router.coord.counters
+        assert counters["puts"] >= 2 and counters["keys_read"] >= 51
+
+        via = raykv.connect(name="route", routing="coordinator")
+        assert via._client.router is None
+        via.put(b"c", b"3")
+        assert coordinator_puts(kv) == before + 1
+        assert kv.get(b"c") == b"3" and via.get(b"a") == b"1"          # one store, either way in
+        with pytest.raises(raykv.InvalidArgument, match="routing must be"):
+            raykv.connect(name="route", routing="direct")
+    finally:
+        kv.shutdown()
+
+
+def test_client_routing_rides_out_a_dead_replica_and_repairs_a_stale_one_on_read(ray_session, store_dir):
+    kv = raykv.start(name="route2", nodes=5, data_dir=store_dir, request_timeout=2.0, hint_replay_interval=0.5,
+                     anti_entropy_interval=3600.0)
+    try:
+        mgr = get_manager("route2")
+        key = b"hot"
+        reps = replicas_of(kv, key)
+        ray.get(mgr.kill_node.remote(reps[0]))
+        wait_for(lambda: _dead(kv, reps[0]), 30, what=f"{reps[0]} dead")     # ray.kill returns before the kill
+        for i in range(20):                                             # W=3 with a replica down: sloppy quorum
+            kv.put(b"k%d" % i, b"v", w=3)
+        kv.put(key, b"v1", w=3)
+        assert kv._client.router.coord.counters["sloppy_writes"] + \
+            kv._client.router.coord.counters["write_retries"] > 0
+        ray.get(mgr.restart_node.remote(reps[0]))
+        wait_for(lambda: sum(n.hints_pending or 0 for n in kv.status().nodes) == 0, 60, what="hints handed back")
+
+        # one replica gets a newer version behind the store's back; a read at R=N brings the others up to date
+        newer = Sibling(dot=DotMinter("test").mint(key, None), context=decode_siblings(
+            node_call(kv, reps[1], "get_encoded", [key])[0])[0].clock, value=b"v2", timestamp=time.time())
+        node_call(kv, reps[1], "put_encoded", [(key, encode_siblings([newer]))])
+        assert kv.get(key, r=3) == b"v2"
+
+        def repaired():
+            return all([s.value for s in decode_siblings(node_call(kv, n, "get_encoded", [key])[0])] == [b"v2"]
+                       for n in reps)
+        wait_for(repaired, 20, what="read repair of the stale replicas")
+        assert kv._client.router.coord.counters["read_repairs"] >= 2
+    finally:
+        kv.shutdown()
