@@ -1,7 +1,8 @@
 """RayTransport: ``raykv.cluster.transport.Transport`` over named Ray actors.
 
 Node ``x`` is the detached actor ``raykv:<store>:node:x`` in namespace ``raykv``;
-a call is ``handle.call.remote(method, *args)`` awaited through the ref's
+a call is ``handle.call_packed.remote(pack_call(method, args))`` (arguments and
+result pickled at each end: one bytes object per message) awaited through the ref's
 asyncio future with a timer for its timeout (``call_future``: no task per call),
 so a caller never blocks a thread and never ``ray.get``s in a loop. Handles are
 cached; a failed lookup is remembered for ``NEGATIVE_TTL`` seconds so calls to a
@@ -19,6 +20,7 @@ Cost: one Ray actor call (~0.7 ms round trip on one host) per ``call``.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from typing import Any
 
@@ -33,6 +35,16 @@ try:  # Ray >= 2.9
     from ray.exceptions import ActorUnavailableError
 except ImportError:  # pragma: no cover
     ActorUnavailableError = RayActorError
+
+def pack_call(method: str, args: tuple) -> bytes:
+    """The one argument of ``StorageNodeActor.call_packed``: pickled (method, args)."""
+    return pickle.dumps((method, args), protocol=5)
+
+
+def unpack_result(blob: bytes):
+    """The result of ``call_packed``."""
+    return pickle.loads(blob)
+
 
 NEGATIVE_TTL = 0.1         # short: a restarted node must be reachable again at once
 
@@ -86,7 +98,7 @@ class RayTransport(Transport):
             return out
         self.counters["calls"] += 1
         try:
-            inner = asyncio.wrap_future(self.handle(node_id).call.remote(method, *args).future())
+            inner = asyncio.wrap_future(self.handle(node_id).call_packed.remote(pack_call(method, args)).future())
         except BaseException as e:  # noqa: BLE001 - lookup/submission failure, mapped like a remote one
             out.set_exception(self.map_error(e, node_id, method))
             return out
@@ -116,7 +128,7 @@ class RayTransport(Transport):
                 return
             exc = f.exception()
             if exc is None:
-                out.set_result(f.result())
+                out.set_result(unpack_result(f.result()))
             else:
                 out.set_exception(self.map_error(exc, node_id, method))
 
