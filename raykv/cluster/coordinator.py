@@ -186,8 +186,15 @@ class Coordinator:
                       consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
         """A write round of blind writes (each a new sibling) and {key: new clock}. No I/O."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
-        entries = [(key, self._mint(key, value, None, ttl)) for key, value in items]
-        return self._round(WriteRound, "put_many", entries, q), {key: sib.clock for key, sib in entries}
+        now = self.transport.now()
+        expires = (now + ttl) if ttl is not None else None
+        empty, mint = VClock(), self.minter.mint
+        entries = [(key, Sibling(mint(key, None), empty, value, now, expires)) for key, value in items]
+        if entries:
+            self.last_dot = entries[-1][1].dot
+        # a blind write's clock is just its dot: built directly, not by VClock.add on an empty context
+        clocks = {key: VClock._raw({sib.dot[0]: sib.dot[1]}, {sib.dot[0]: now}) for key, sib in entries}
+        return self._round(WriteRound, "put_many", entries, q), clocks
 
     def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,
                   consistency: str | None = None) -> ReadRound:
