@@ -52,6 +52,10 @@ NEGATIVE_TTL = 0.1         # short: a restarted node must be reachable again at 
 class RayTransport(Transport):
     """Calls ``rpc_<method>`` on storage node actors of one store; bounded, cached, failure-mapped."""
 
+    # Ray passes an argument or result over 100 KB (``max_direct_call_object_size``) through the object store:
+    # measured 2.0 ms for a 95 KB call, 5.5 ms for 105 KB. Rounds split a node's share to stay under this.
+    max_payload = 90_000
+
     def __init__(self, store: str, *, max_pending: int = 20_000) -> None:
         self.store = store
         self.max_pending = max_pending

@@ -203,7 +203,9 @@ class Coordinator:
         return self._round(ReadRound, op, keys, q)
 
     def _round(self, cls, op: str, what: list, q: Quorum):
-        return cls(op, what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
+        rnd = cls(op, what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
+        rnd.max_payload = getattr(self.transport, "max_payload", None)
+        return rnd
 
     async def put(self, key: bytes, value: bytes | None, *, context: VClock | None = None,
                   w: int | None = None, consistency: str | None = None, ttl: float | None = None,

@@ -17,7 +17,10 @@ Reads send ONE ``get_encoded`` per node; replies stay encoded until the quorum
 is met, identical replies are decoded once, and ``repair_plan()`` names the
 stale replicas once every replica answered (read repair).
 
-Cost: O(keys x N) to plan; O(keys in the reply) per reply; no per-key work
+A transport may cap the bytes of one message (``max_payload``; Ray: 90 KB,
+because a larger argument or result goes through the object store and costs
+about 2.5x more per call, measured): a node's share is then split into
+several calls. Cost: O(keys x N) to plan; O(keys in the reply) per reply; no per-key work
 once a key is decided, and an O(1) "decided?" check.
 """
 
@@ -33,6 +36,7 @@ from ..errors import QuorumNotReached
 
 Send = tuple  # (node_id, method, payload, tag): one call a driver makes for a round
 
+READ_CHUNK_BYTES = 200     # assumed bytes per value read, to size read calls under ``max_payload``
 READ_ATTEMPTS = 3        # a node whose read failed is asked again (reads are idempotent) up to this many times
 WRITE_REROUTES = 2       # a replica whose write failed is re-routed to a fallback at most this many times
 
@@ -80,6 +84,7 @@ class _Round:
         self.tallies: list[Tally] = []
         self.undecided = 0          # keys whose tally still says "wait"
         self.outstanding = 0        # calls sent and not answered yet
+        self.max_payload: int | None = None    # bytes per message, set by the driver from its transport
 
     @property
     def decided(self) -> bool:
@@ -165,12 +170,28 @@ class WriteRound(_Round):
 
     def _sends(self, groups: dict[str, list]) -> list[Send]:
         out = []
+        cap = self.max_payload
         for node, slots in groups.items():
-            payload = [self.plain[i] if hint is None else (self.entries[i][0], self.blobs[i], hint)
-                       for i, _r, hint in slots]
-            out.append((node, "put_encoded", payload, (node, slots)))
+            for part in (self._split(slots) if cap else (slots,)):
+                payload = [self.plain[i] if hint is None else (self.entries[i][0], self.blobs[i], hint)
+                           for i, _r, hint in part]
+                out.append((node, "put_encoded", payload, (node, part)))
         self.outstanding += len(out)
         return out
+
+    def _split(self, slots: list) -> list[list]:
+        """``slots`` cut into runs whose payload stays under ``max_payload`` bytes (at least one item each)."""
+        parts, cur, size, cap, plain = [], [], 0, self.max_payload, self.plain
+        for slot in slots:
+            key, blob = plain[slot[0]]
+            n = len(key) + len(blob) + 24
+            if cur and size + n > cap:
+                parts.append(cur)
+                cur, size = [], 0
+            cur.append(slot)
+            size += n
+        parts.append(cur)
+        return parts
 
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
         """Credit acks to the intended replicas; re-route the failed share (at most ``WRITE_REROUTES`` times)."""
@@ -235,21 +256,23 @@ class ReadRound(_Round):
             for node in pref:
                 groups.setdefault(node, []).append(i)
         self.undecided = sum(t.decision() == "wait" for t in self.tallies)
-        return [self._ask(node, idx) for node, idx in groups.items()]
+        step = max(1, self.max_payload // READ_CHUNK_BYTES) if self.max_payload else None
+        return [self._ask(node, idx[lo:lo + step] if step else idx, 1)
+                for node, idx in groups.items() for lo in range(0, len(idx), step or len(idx))]
 
-    def _ask(self, node: str, idx: list[int]) -> Send:
-        self.attempts[node] = self.attempts.get(node, 0) + 1
+    def _ask(self, node: str, idx: list[int], attempt: int) -> Send:
+        self.attempts[node] = max(self.attempts.get(node, 0), attempt)
         self.outstanding += 1
-        return (node, "get_encoded", [self.keys[i] for i in idx], (node, idx))
+        return (node, "get_encoded", [self.keys[i] for i in idx], (node, idx, attempt))
 
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
-        """Record a node's encoded answers; a failed node is asked again (``READ_ATTEMPTS``) while it matters."""
+        """Record a node's encoded answers; a failed call is made again (``READ_ATTEMPTS``) while it matters."""
         self.outstanding -= 1
-        node, idx = tag
+        node, idx, attempt = tag
         if exc is not None:
             self.failed_node(node)
-            if self.attempts[node] < READ_ATTEMPTS and any(self.tallies[i].decision() == "wait" for i in idx):
-                return [self._ask(node, idx)]
+            if attempt < READ_ATTEMPTS and any(self.tallies[i].decision() == "wait" for i in idx):
+                return [self._ask(node, idx, attempt + 1)]
         for j, i in enumerate(idx):
             t = self.tallies[i]
             waiting = t.decision() == "wait"

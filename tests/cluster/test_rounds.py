@@ -161,6 +161,32 @@ def test_put_many_one_send_per_node_each_key_n_times():
     assert c.counters["keys_written"] == 50
 
 
+def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
+    c = coordinator()
+    items = [(f"key-{i}".encode(), b"x" * 100) for i in range(200)]
+    rnd, _ = c.plan_put_many(items)
+    rnd.max_payload = 2_000                                          # bytes per message
+    sends = rnd.start()
+    assert len(sends) > 5                                            # more than one call per node
+    seen = Counter()
+    for node, _m, payload, _tag in sends:
+        assert sum(len(k) + len(b) + 24 for k, b in payload) <= 2_000
+        seen.update(k for k, _ in payload)
+    assert seen == {key: 3 for key, _ in items}
+    for s in sends:
+        ack(rnd, s)
+    assert rnd.decided and rnd.complete
+    rnd.finish()
+
+    keys = [k for k, _ in items]
+    read = c.plan_read("get_many", keys)
+    read.max_payload = 2_000
+    asks = read.start()
+    per_call = max(1, 2_000 // rounds.READ_CHUNK_BYTES)
+    assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
+    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 3 for k in keys}
+
+
 # ---------------------------------------------------------------------------------------------- reads
 
 def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked():
