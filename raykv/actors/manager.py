@@ -193,8 +193,9 @@ class StoreManager:
 
     async def _autoscale(self) -> None:
         """Traffic-based scaling: ask Ray's autoscaler for machines, or drain one machine when idle."""
-        cs = await asyncio.gather(*(c.status.remote() for c in self.coords.values()), return_exceptions=True)
-        cs = [c for c in cs if isinstance(c, dict)]
+        sts = await asyncio.gather(*(h.status.remote() for h in self.nodes.values()), return_exceptions=True)
+        from raykv.actors.scaler import node_traffic
+        cs = node_traffic([st for st in sts if isinstance(st, dict)], self.config.replicas)
         alive = set(placement.storage_machines())
         hosting = sorted({e["machine"] for e in self.rec["nodes"].values()} & alive)
         want = self.scaler.step(cs, len(hosting), time.monotonic())

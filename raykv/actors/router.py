@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import queue
 import random
 import threading
@@ -46,6 +47,20 @@ log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
 BULK = 64                   # keys from which a request pauses the cyclic GC
+
+
+_frozen = False
+
+
+def freeze_heap() -> None:
+    """Once per process: move what exists now (Ray, imported modules, ...) to the GC's permanent generation, so
+    the collections a bulk request triggers scan only newer objects (measured: driver CPU per 1,000-key
+    ``put_many`` 19 -> 12 ms). The cost: a reference cycle among those older objects is never collected.
+    ``RAYKV_GC_FREEZE=0`` turns it off."""
+    global _frozen
+    if not _frozen and os.environ.get("RAYKV_GC_FREEZE", "1") != "0":
+        _frozen = True
+        gc.freeze()
 
 
 @contextlib.contextmanager
@@ -77,6 +92,7 @@ class ClientRouter:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        freeze_heap()
         self.refresh()
         if not self.coord.membership.members:
             raise NodeUnavailable(f"no storage node of store {store!r} answered a membership request "

@@ -1,10 +1,12 @@
 """Traffic-based scaling of storage machines through Ray's autoscaler.
 
 ``decide`` is a pure policy (state in, decision out): from the store's request
-rate (key operations per second summed over its coordinators' ``counters``)
+rate (key operations per second, counted where every request lands: the
+storage nodes' ``counters``, replica operations divided by N, so traffic
+coordinated in drivers and in coordinator actors both count)
 and the number of storage machines, the number of machines it wants, with
 hysteresis (``up_ops`` > ``down_ops`` per machine) and a cooldown between
-changes. ``Scaler`` feeds it from coordinator status and turns the decision
+changes. ``Scaler`` feeds it from node status and turns the decision
 into ``ray.autoscaler.sdk.request_resources``: one bundle
 ``{"raykv_storage": BUNDLE}`` per wanted machine. A bundle of 0.5 fits once on
 each machine already hosting storage (its actors hold 0.001 each), so asking
@@ -67,6 +69,18 @@ def coordinator_key_ops(coord_statuses: list[dict]) -> float:
         c = st.get("counters", {}) or {}
         total += float(c.get("keys_read", 0)) + float(c.get("keys_written", 0))
     return total
+
+
+def node_traffic(node_statuses: list[dict], replicas: int) -> list[dict]:
+    """Storage node statuses as the cumulative client key-op counts ``Scaler.observe`` reads: each client key
+    read or written reaches ``replicas`` nodes, so a node's ``gets``/``puts`` (keys) are divided by N."""
+    out = []
+    for st in node_statuses:
+        c = st.get("counters", {}) or {}
+        out.append({"coord_id": st.get("node_id", "?"),
+                    "counters": {"keys_read": float(c.get("gets", 0)) / replicas,
+                                 "keys_written": float(c.get("puts", 0)) / replicas}})
+    return out
 
 
 class Scaler:

@@ -5,7 +5,9 @@ same machine, and the verdict is the ratio (these machines are shared and
 noisy; absolute times are not comparable between runs):
 
 - single-key ``put``/``get`` latency p50/p99 at N=3 R=2 W=2 vs a raw Ray actor
-  call round trip (target: p50 at most 2.5x);
+  call round trip (target: p50 at most 2.5x); next to it, the same through the
+  coordinator actors (``routing="coordinator"``), and the fan-out floor: three
+  replica calls, wait for two, with no raykv logic;
 - ``put_many``/``get_many`` items/s at N=3 vs one plain Ray actor holding a
   dict, fed in equal batches (targets: 0.25x and 0.35x);
 - single-key throughput from 8 concurrent async callers vs the same callers
@@ -74,6 +76,23 @@ def _baseline_actors():
     return Echo, DictStore
 
 
+def _fanout_floor(kv):
+    """What N=3 fan-out costs with no raykv logic at all: one packed ``get_encoded`` of one key to each of the
+    key's 3 replica actors, wait for 2 (``ray.wait``). The part of a get's latency raykv cannot remove."""
+    import ray
+
+    from raykv.actors.transport import pack_call
+    router = kv._client.router
+    ring = router.coord.membership.ring("read")
+
+    def one(i):
+        key = b"lat%08d" % i
+        refs = [router.transport.handle(n).call_packed.remote(pack_call("get_encoded", ([key],)))
+                for n in ring.preference_list(key, kv.config.replicas)]
+        ray.wait(refs, num_returns=2)
+    return one
+
+
 def _latency(fn, n: int, label: str) -> list[float]:
     samples = []
     for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
@@ -139,10 +158,17 @@ def run(ops: int = 1000, batch: int = 1000, batches: int = 10, callers: int = 8,
         raw = _latency(lambda i: ray.get(echo.ping.remote(i)), ops, "raw round trip")
         puts = _latency(lambda i: kv.put(b"lat%08d" % i, value), ops, "put")
         gets = _latency(lambda i: kv.get(b"lat%08d" % i), ops, "get")
+        floor = _latency(_fanout_floor(kv), ops, "fan-out floor")
         raw_p50, raw_p99 = _percentile(raw, 0.5), _percentile(raw, 0.99)
         for name, s in (("put", puts), ("get", gets)):
             row(f"{name} p50", _percentile(s, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
             row(f"{name} p99", _percentile(s, 0.99) * 1e3, raw_p99 * 1e3, "ms", False)
+        row("fan-out floor p50", _percentile(floor, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
+        via = raykv.connect(name="bench", routing="coordinator")
+        cputs = _latency(lambda i: via.put(b"clat%08d" % i, value), ops, "put via coordinator")
+        cgets = _latency(lambda i: via.get(b"clat%08d" % i), ops, "get via coordinator")
+        row("put p50, routing=coordinator", _percentile(cputs, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
+        row("get p50, routing=coordinator", _percentile(cgets, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
 
         keys = [[b"bulk%04d%06d" % (b, i) for i in range(batch)] for b in range(batches)]
         put_batches = [{k: value for k in ks} for ks in keys]

@@ -3,7 +3,7 @@
 import pytest
 
 import raykv
-from raykv.actors.scaler import ScalePolicy, Scaler, decide
+from raykv.actors.scaler import ScalePolicy, Scaler, decide, node_traffic
 
 P = ScalePolicy(up_ops=1000, down_ops=100, min_machines=3, max_machines=8, cooldown=30)
 
@@ -43,6 +43,19 @@ def test_rate_comes_from_cumulative_coordinator_counters(monkeypatch):
     assert s.rate == 15_000
     assert calls[-1] == {"bundles": [{"raykv_storage": 0.5}] * 8}
     assert s.step(st(10_000, 5_000), 8, now=2.0) == 7      # idle now: shrink
+
+
+def test_traffic_is_counted_at_the_storage_nodes_divided_by_n(monkeypatch):
+    """Client-routed requests never touch a coordinator, so the rate comes from the nodes: each client key op
+    reaches N replicas."""
+    import ray.autoscaler.sdk as sdk
+    monkeypatch.setattr(sdk, "request_resources", lambda **kw: None)
+    s = Scaler(ScalePolicy(up_ops=1000, down_ops=100, min_machines=3, max_machines=8, cooldown=0))
+    nodes = lambda g, p: [{"node_id": f"n{i}", "counters": {"gets": g, "puts": p}} for i in range(5)]  # noqa: E731
+    assert node_traffic(nodes(30, 60), 3)[0]["counters"] == {"keys_read": 10.0, "keys_written": 20.0}
+    s.step(node_traffic(nodes(0, 0), 3), 3, now=0.0)
+    s.step(node_traffic(nodes(3_000, 6_000), 3), 3, now=1.0)     # 5 nodes x 9k replica ops / 3 = 15k key ops
+    assert s.rate == 15_000
 
 
 def test_each_coordinator_takes_the_datacenter_of_its_machine():
