@@ -313,7 +313,9 @@ class KV:
         return node_id
 
     def remove_node(self, node_id: str) -> None:
-        """Stream the node's ranges to their new owners, then stop it (its directory stays on disk)."""
+        """Stream the node's ranges to their new owners, then stop it (its directory stays on disk). A node that
+        is down is removed without streaming: its ranges pass to their next owners, and anti-entropy copies the
+        data there from the other replicas (Cassandra's ``removenode``)."""
         if not isinstance(node_id, str):
             raise InvalidArgument(f"node_id must be a str like 'n3', got {node_id!r}")
         self._client.admin("remove_node", node_id)

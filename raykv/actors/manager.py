@@ -256,14 +256,39 @@ class StoreManager:
                 raise InvalidArgument(f"removing {node_id!r} would leave fewer nodes than replicas "
                                       f"N={self.config.replicas}; add a node first")
             h = self.nodes.get(node_id)
-            if h is None:
-                raise NodeUnavailable(f"storage node {node_id!r} is down; restart it first (it re-opens its "
-                                      f"directory), then remove it so its ranges can be streamed away")
-            await asyncio.wait_for(h.leave.remote(), timeout)
-            await self._stop(h)
+            if h is not None and await self._answers(h):
+                await asyncio.wait_for(h.leave.remote(), timeout)    # decommission: stream its ranges away
+                await self._stop(h)
+            else:
+                await self._remove_dead(node_id, h)                   # removenode: the others take over
             del self.rec["nodes"][node_id]
             self.nodes.pop(node_id, None)
             self._save()
+
+    @staticmethod
+    async def _answers(h) -> bool:
+        try:
+            await asyncio.wait_for(h.status.remote(), STATUS_TIMEOUT)
+            return True
+        except Exception:   # noqa: BLE001 - dead, restarting forever, or its machine is gone
+            return False
+
+    async def _remove_dead(self, node_id: str, h) -> None:
+        """A node that cannot leave by itself: stop its actor for good, then gossip a "left" entry for it at a
+        higher incarnation (``membership.removed``) to every live node. Its ranges pass to their next owners
+        and Merkle anti-entropy copies the data there from the surviving replicas (N-1 copies until then)."""
+        from raykv.cluster.membership import removed
+        if h is not None:
+            ray.kill(h, no_restart=True)
+        live = {nid: x for nid, x in self.nodes.items() if nid != node_id}
+        views = await asyncio.gather(*(x.call.remote("gossip", []) for x in live.values()), return_exceptions=True)
+        entry = next((w for v in views if isinstance(v, list) for w in v if w[0] == node_id), None)
+        if entry is None:
+            raise NodeUnavailable(f"no live storage node of store {self.store!r} answered with {node_id!r} "
+                                  f"in its view; retry when the store is reachable")
+        gone = [removed(entry)]
+        await asyncio.gather(*(x.call.remote("gossip", gone) for x in live.values()), return_exceptions=True)
+        log.warning("store %s: removed dead node %s; anti-entropy re-replicates its ranges", self.store, node_id)
 
     async def kill_node(self, node_id: str, restart: bool = False) -> None:
         """Kill a node's actor at once (no flush): a crash. ``restart=True`` lets Ray restart it at once

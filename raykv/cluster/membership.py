@@ -78,6 +78,14 @@ class MemberState:
         return cls(NodeInfo(node_id, float(weight), dc, host), status, int(inc), int(hb))
 
 
+def removed(entry: tuple) -> tuple:
+    """The wire entry that removes a member that cannot leave by itself (dead for good: Cassandra's
+    ``removenode``): status "left" at a higher incarnation, so it wins every merge (``MemberState.order``)
+    and spreads by gossip. The member's ranges pass to their next owners; anti-entropy refills them."""
+    st = MemberState.from_wire(entry)
+    return MemberState(st.info, "left", st.incarnation + 1, 0).to_wire()
+
+
 def merge_views(a: dict[str, MemberState], b: dict[str, MemberState]) -> dict[str, MemberState]:
     """Entry-wise max by ``MemberState.order``: commutative, associative, idempotent. O(|a| + |b|)."""
     out = dict(a)

@@ -101,3 +101,17 @@ def test_down_nodes_keep_their_ranges():
     a.merge(b.view(), 0.0)
     assert a.status("b", 1000.0) == "down"
     assert "b" in a.ring("read").nodes
+
+
+def test_a_removed_member_is_left_everywhere_and_stale_gossip_does_not_bring_it_back():
+    from raykv.cluster.membership import Membership, removed
+    a = Membership(None, tokens_per_node=8)
+    view = [("n%d" % i, 1.0, None, None, "alive", 3, 40) for i in range(1, 5)]
+    a.merge(view, 0.0)
+    assert "n2" in a.ring("read").nodes
+    gone = removed(view[1])
+    assert gone[4] == "left" and gone[5] == 4
+    a.merge([gone], 1.0)
+    assert a.declared("n2") == "left" and "n2" not in a.ring("read").nodes
+    a.merge([("n2", 1.0, None, None, "alive", 3, 99)], 2.0)         # an old heartbeat still circulating
+    assert a.declared("n2") == "left"

@@ -122,8 +122,6 @@ def test_two_nodes_down_writes_at_w3_go_through_sloppy_quorum_and_hints_reach_th
     st = kv.status()
     assert sorted(n.node_id for n in st.nodes if not n.alive) == down
     assert hints_pending(kv) > 0, "the fallbacks should hold hints for the dead replicas"
-    with pytest.raises(raykv.NodeUnavailable, match="'n2' is down; restart it first"):
-        kv.remove_node("n2")
 
     for nid in down:
         ray.get(mgr.restart_node.remote(nid))
@@ -155,4 +153,27 @@ def test_two_nodes_down_writes_at_w3_go_through_sloppy_quorum_and_hints_reach_th
     assert "consistency='one'" in str(e.value)
     with pytest.raises(raykv.QuorumNotReached, match=r"required"):
         kv.get(b"s0001", r=3)
+    kv.shutdown()
+
+
+def test_a_dead_node_is_removed_and_anti_entropy_restores_n_copies(ray_session, store_dir):
+    """``remove_node`` of a node that is down for good (Cassandra's removenode): no streaming from it; its
+    ranges pass to their next owners and Merkle anti-entropy copies them from the surviving replicas."""
+    kv = raykv.start(name="removedead", nodes=5, replicas=3, read_quorum=2, write_quorum=3, data_dir=store_dir,
+                     request_timeout=2.0, anti_entropy_interval=0.5)
+    mgr = get_manager("removedead")
+    data = {b"r%04d" % i: b"v%d" % i for i in range(200)}
+    kv.put_many(data, w=3)
+    ray.get(mgr.kill_node.remote("n3"))
+    kv.remove_node("n3")
+    st = kv.status()
+    assert sorted(n.node_id for n in st.nodes) == ["n1", "n2", "n4", "n5"] and all(n.alive for n in st.nodes)
+    ring = Ring([NodeInfo(n.node_id, n.weight, n.datacenter, n.ray_node_id) for n in st.nodes],
+                kv.config.tokens_per_node)
+
+    def fully_replicated():
+        return all(len(replicas_holding(kv, k, ring.preference_list(k, 3))) == 3 for k in list(data)[::10])
+    wait_for(fully_replicated, 90, every=1.0, what="anti-entropy restoring 3 copies on the 4 remaining nodes")
+    assert kv.get_many(list(data), consistency="all") == data
+    kv.put(b"after", b"x", w=3)                          # N=3 on the four remaining nodes
     kv.shutdown()
