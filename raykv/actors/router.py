@@ -12,9 +12,11 @@ the round is decided (``ray.wait`` is the quorum primitive).
 
 One daemon thread does the background work: it refreshes the membership view
 (a ``gossip`` call to a random up node every ``gossip_interval``, so the phi
-detector keeps seeing heartbeats while the driver is idle) and runs read
-repair (waits for the replies that came after the quorum, then pushes the
-merge to stale replicas). The router's actor id (the ``actor`` of the dots it
+detector keeps seeing heartbeats while the driver is idle) and, every
+``LATE_EVERY`` seconds, runs read repair: one non-blocking ``ray.wait`` over
+the replies that came after their read's quorum, then the merge pushed to
+stale replicas. A read hands its late replies over with a deque append, so
+the daemon is not woken per request. The router's actor id (the ``actor`` of the dots it
 mints) is fresh per process, like a coordinator's.
 
 Threads: the ``Coordinator`` and each round are touched only under ``mu``;
@@ -28,11 +30,11 @@ from the driver; a batch of keys is one call per replica node.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -46,6 +48,7 @@ from raykv.errors import NodeUnavailable
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
+LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
 
@@ -89,7 +92,9 @@ class ClientRouter:
         self.coord = Coordinator(f"d{uuid.uuid4().hex[:12]}", self.transport, config, seeds=list(seeds),
                                  rng=random.Random())
         self.mu = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._late: collections.deque = collections.deque()     # reads still waiting for their last replies
+        self._pushes: dict = {}                                  # read-repair calls in flight
         self._thread: threading.Thread | None = None
         self._closed = False
         freeze_heap()
@@ -169,37 +174,60 @@ class ClientRouter:
             rnd.finish()
             result = rnd.result(self.transport.now())
         if out:
-            self._jobs.put(lambda: self._repair(rnd, out, timeout))
+            self._late.append((rnd, out, timeout))      # deque: no lock, no wake-up of the daemon per read
         elif len(keys) > 1 or len(rnd.replies[0]) > 1:
             pushes = rnd.repair_plan()     # every replica answered already: usually identical, nothing to do
             if pushes:
-                self._jobs.put(lambda: self._repair(rnd, out, timeout))
+                self._late.append((rnd, out, timeout))
         return result
 
-    def _repair(self, rnd, out: dict, timeout: float) -> None:
-        """Background: the rest of the replies, then the merge pushed to stale replicas (best effort)."""
-        self._drive(rnd, out, timeout, 1, "complete")
-        with self.mu:
-            pushes = rnd.repair_plan()
-        refs = {}
-        for node, items in pushes.items():
-            try:
-                refs[self.transport.handle(node).call_packed.remote(pack_call("put_encoded", (items,)))] = \
-                    (node, len(items))
-            except NodeUnavailable:
+    def _drain_late(self) -> None:
+        """Daemon thread, every ``LATE_EVERY`` s: feed the replies that came after their read's quorum (one
+        non-blocking ``ray.wait`` for all of them), and once a read has every reply (or its calls timed out),
+        push the merge to its stale replicas (read repair, best effort; results checked on later passes)."""
+        batch = []
+        while self._late:
+            batch.append(self._late.popleft())
+        refs = {ref: item for item in batch for ref in item[1]}
+        if refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            for ref in ready:
+                rnd, out, timeout = refs[ref]
+                self._feed(rnd, out, ref, timeout)
+        now = time.monotonic()
+        for item in batch:
+            rnd, out, timeout = item
+            for ref in [ref for ref, entry in out.items() if entry[3] <= now]:
+                tag, node, method, _ = out.pop(ref)
+                self._reply(rnd, out, tag, None, NodeUnavailable(f"{node!r} did not answer {method!r}"), timeout)
+            if out:
+                self._late.append(item)
                 continue
-        if not refs:
+            with self.mu:
+                pushes = rnd.repair_plan()
+            for node, items in pushes.items():
+                try:
+                    ref = self.transport.handle(node).call_packed.remote(pack_call("put_encoded", (items,)))
+                except NodeUnavailable:
+                    continue
+                self._pushes[ref] = (node, len(items), now + timeout)
+        self._check_pushes(now)
+
+    def _check_pushes(self, now: float) -> None:
+        if not self._pushes:
             return
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        ready, _ = ray.wait(list(self._pushes), num_returns=len(self._pushes), timeout=0)
         repaired = 0
         for ref in ready:
-            node, n = refs[ref]
+            node, n, _ = self._pushes.pop(ref)
             try:
                 ray.get(ref)
                 repaired += n
             except Exception:   # noqa: BLE001 - the node is down: anti-entropy repairs it later
                 with self.mu:
                     self.coord._failed(node)
+        for ref in [ref for ref, (_n, _k, deadline) in self._pushes.items() if deadline <= now]:
+            del self._pushes[ref]
         with self.mu:
             self.coord.counters["read_repairs"] += repaired
 
@@ -267,15 +295,11 @@ class ClientRouter:
     def _background(self) -> None:
         interval = self.config.gossip_interval
         while not self._closed:
-            try:
-                job = self._jobs.get(timeout=interval)
-            except queue.Empty:
-                job = None
+            self._stop.wait(LATE_EVERY)
             if self._closed or not ray.is_initialized():
                 return
             try:
-                if job is not None:
-                    job()
+                self._drain_late()
                 if self.coord.view_age() >= interval:
                     self.refresh()
             except Exception:   # noqa: BLE001 - background work must not kill the thread
@@ -283,7 +307,7 @@ class ClientRouter:
 
     def close(self) -> None:
         self._closed = True
-        self._jobs.put(None)
+        self._stop.set()
 
     # ------------------------------------------------------------------ async
     async def acall(self, method: str, *args, **kwargs):
