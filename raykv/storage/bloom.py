@@ -28,6 +28,15 @@ def key_hash(key: bytes) -> int:
     return _crc32(key) | (_adler32(key) << 32)
 
 
+def hash_arrays(keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(h1, h2) uint64 arrays of many keys for ``BloomFilter.may_contain_many``: the two halves of ``key_hash``
+    (h2 with its low bit set, as every probe uses it)."""
+    n = len(keys)
+    h1 = np.fromiter(map(_crc32, keys), dtype=np.uint64, count=n)
+    h2 = np.fromiter(map(_adler32, keys), dtype=np.uint64, count=n) | np.uint64(1)
+    return h1, h2
+
+
 def probes_for(bits_per_key: int) -> int:
     return max(1, min(30, int(round(bits_per_key * math.log(2)))))
 
@@ -51,7 +60,7 @@ def build(keys: list[bytes], bits_per_key: int = F.BLOOM_BITS_PER_KEY) -> bytes:
 class BloomFilter:
     """A decoded filter; ``may_contain(hash)`` is False only if the key was certainly not added. Cost O(k)."""
 
-    __slots__ = ("k", "bits", "nbits")
+    __slots__ = ("k", "bits", "nbits", "_array")
 
     def __init__(self, payload: bytes) -> None:
         (self.k,) = F.FILTER_HEADER.unpack_from(payload, 0)
@@ -59,6 +68,20 @@ class BloomFilter:
         self.nbits = len(self.bits) * 8
         if self.k == 0 or self.nbits == 0:
             raise ValueError("empty bloom filter")
+        self._array = np.frombuffer(self.bits, dtype=np.uint8)   # zero-copy view for may_contain_many
+
+    def may_contain_many(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        """``may_contain`` of many keys at once (bool array): ``h1`` = crc32 and ``h2`` = adler32 | 1 of each key,
+        uint64 arrays (``hash_arrays``). Same probes as ``may_contain``; ~0.02 us/key instead of ~0.3."""
+        m = np.uint64(self.nbits)
+        arr = self._array
+        ok = np.ones(len(h1), dtype=bool)
+        pos = h1.copy()
+        for _ in range(self.k):
+            p = pos % m
+            ok &= ((arr[p >> np.uint64(3)] >> (p & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
+            pos += h2
+        return ok
 
     def may_contain(self, h: int) -> bool:
         bits = self.bits

@@ -194,16 +194,20 @@ class LSMStore(BackgroundWork):
         """Apply ``(key, value)`` pairs atomically (one WAL record); value None deletes. A third
         element, if given, is a TTL in seconds for that item."""
         batch = []
+        append = batch.append
         for item in items:
-            if not isinstance(item, tuple) or len(item) not in (2, 3):
+            n = len(item) if isinstance(item, tuple) else 0
+            if n != 2 and n != 3:
                 raise InvalidArgument("write_batch items must be (key, value) or (key, value, ttl) tuples")
             key, value = item[0], item[1]
             if type(key) is not bytes or not key:
                 raise _bad_key(key)
             if value is not None and type(value) is not bytes:
                 raise _bad_value(value)
-            ttl = item[2] if len(item) == 3 else None
-            batch.append((key, value, 0.0 if ttl is None or value is None else self._expiry(ttl)))
+            if n == 2 or item[2] is None or value is None:
+                append((key, value, 0.0))
+            else:
+                append((key, value, self._expiry(item[2])))
         if batch:
             self._write(batch)
 
@@ -226,9 +230,7 @@ class LSMStore(BackgroundWork):
                 ticket = wal.append(W.frame(W.encode_batch(base, batch)))
                 if self._sync_always:
                     wal.sync()
-                mem = self._mem
-                for i, (key, value, exp) in enumerate(batch):
-                    mem.put(key, base + i, value, exp)
+                self._mem.put_batch(batch, base)
         finally:
             if group:
                 self._arrive(-1)
@@ -304,6 +306,40 @@ class LSMStore(BackgroundWork):
         if e[2] and e[2] <= self._clock():
             return None
         return v
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """``[get(k) for k in keys]`` against one view of the store (memtables, tables and clock taken once);
+        the keys no memtable holds go to the tables as one batch (``Version.get_many``: bloom filters probed
+        for the whole batch at once). Lock-free. Measured on 600 keys: absent keys over 5 tables 2.3 -> 1.1
+        us/key; ``rpc_get_encoded`` of keys in cached tables 3.7 -> 2.3 us/key, in the memtable 0.87 -> 0.47."""
+        if keys and not (set(map(type, keys)) == {bytes} and all(keys)):
+            for key in keys:
+                if type(key) is not bytes or not key:
+                    raise _bad_key(key)
+        if self._closed:
+            raise InvalidArgument(f"LSMStore at {self.path} is closed")
+        # the order ``get`` reads in: the active memtable, then the frozen ones, then the tables (a flush
+        # publishes the Version holding a memtable's table before it drops the memtable, so nothing is missed)
+        mem_get = self._mem.get
+        imms = tuple(m.get for m in reversed(self._imm))
+        version = self._version
+        entries = []
+        misses = []
+        for i, key in enumerate(keys):
+            e = mem_get(key)
+            if e is None:
+                for m_get in imms:
+                    e = m_get(key)
+                    if e is not None:
+                        break
+                else:
+                    misses.append(i)
+            entries.append(e)
+        if misses:
+            for i, e in zip(misses, version.get_many([keys[i] for i in misses])):
+                entries[i] = e
+        now = self._clock()
+        return [None if e is None or (e[2] and e[2] <= now) else e[1] for e in entries]
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of live keys with start <= key < end, in key order, from a snapshot taken now."""

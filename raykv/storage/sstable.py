@@ -262,6 +262,13 @@ class TableReader:
             return None
         return self._block(i).find(key)
 
+    def find(self, key: bytes):
+        """``get`` without the bloom filter (for callers that probed it already, ``Version.get_many``)."""
+        i = bisect_left(self.index_keys, key)
+        if i == len(self.index_keys):
+            return None
+        return self._block(i).find(key)
+
     def iter_sortable(self, start: bytes | None = None, end: bytes | None = None,
                       fill_cache: bool = False) -> Iterator[tuple[bytes, int, bytes, int, float]]:
         """(key, -seq, value or b"" for a delete, kind, expire_at) for start <= key < end: tuples that

@@ -30,15 +30,14 @@ GROUP_YIELDS = 4    # most GIL yields a group-commit leader spends waiting for a
 def encode_batch(base_seq: int, items: list[tuple[bytes, bytes | None, float]]) -> bytes:
     """Payload of an atomic batch: entry i gets sequence base_seq + i. Cost O(total bytes)."""
     parts = [F.BATCH_HEADER.pack(base_seq, len(items))]
+    add = parts.extend
     pack = F.BATCH_ENTRY.pack
+    put, delete = F.KIND_PUT, F.KIND_DELETE
     for key, value, exp in items:
         if value is None:
-            parts.append(pack(F.KIND_DELETE, len(key), 0, exp))
-            parts.append(key)
+            add((pack(delete, len(key), 0, exp), key))
         else:
-            parts.append(pack(F.KIND_PUT, len(key), len(value), exp))
-            parts.append(key)
-            parts.append(value)
+            add((pack(put, len(key), len(value), exp), key, value))
     return b"".join(parts)
 
 
