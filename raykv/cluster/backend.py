@@ -43,6 +43,26 @@ class VersionedBackend(abc.ABC):
         """``put_many`` with each sibling set already encoded (None = no siblings: remove the key)."""
         self.put_many([(k, decode_siblings(b) if b else []) for k, b in items])
 
+    def get_many_encoded(self, keys: list[bytes]) -> list[bytes | None]:
+        """``[get_encoded(k) for k in keys]``; the LSM backend reads the batch as one engine ``get_many``."""
+        get = self.get_encoded
+        return [get(k) for k in keys]
+
+    def merge_many_encoded(self, items, merge) -> int:
+        """Read-merge-write of ``(key, blob, ...)`` items: ``merge(held, blob)`` gets what is stored (or None; for a
+        key repeated in ``items``, what an earlier item left) and returns the bytes to store, or None to leave the
+        key as it is. One ``put_many_encoded`` at the end; returns keys written. The LSM backend batches the reads."""
+        pending: dict[bytes, bytes] = {}
+        get = self.get_encoded
+        for item in items:
+            key = item[0]
+            new = merge(pending[key] if key in pending else get(key), item[1])
+            if new is not None:
+                pending[key] = new
+        if pending:
+            self.put_many_encoded(list(pending.items()))
+        return len(pending)
+
     @abc.abstractmethod
     def remove(self, key: bytes) -> None:
         """Forget ``key`` entirely (tombstone GC, handing off a range that is no longer ours)."""

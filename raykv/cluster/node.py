@@ -220,22 +220,9 @@ class StorageNode:
     def apply_local_encoded(self, items) -> int:
         """``apply_local`` for ``(key, encoded siblings[, ...])`` items (``vclock.encode_siblings`` of a canonical
         set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed.
-        Cost: one engine read per key (batched when the backend has ``merge_many_encoded``, as the LSM one does:
-        one engine view, each engine key built once), plus a decode/sync/encode per key that needs a merge."""
-        merge_many = getattr(self.backend, "merge_many_encoded", None)
-        if merge_many is not None:
-            written = merge_many(items, merge_encoded)
-        else:
-            pending: dict[bytes, bytes] = {}
-            get = self.backend.get_encoded
-            for item in items:
-                key = item[0]
-                new = merge_encoded(pending[key] if key in pending else get(key), item[1])
-                if new is not None:
-                    pending[key] = new
-            if pending:
-                self.backend.put_many_encoded(list(pending.items()))
-            written = len(pending)
+        Cost: one engine read per key (``backend.merge_many_encoded``; batched by the LSM backend: one engine view,
+        each engine key built once), plus a decode/sync/encode per key that needs a merge."""
+        written = self.backend.merge_many_encoded(items, merge_encoded)
         if written:
             self.counters["keys_written"] += written
         return written
@@ -294,11 +281,7 @@ class StorageNode:
         self.counters["ops"] += 1
         self.counters["gets"] += len(keys)
         self._fg_keys += len(keys)
-        get_many = getattr(self.backend, "get_many_encoded", None)
-        if get_many is not None:
-            return get_many(keys)     # one engine view for the batch (LSM backend)
-        get = self.backend.get_encoded
-        return [get(k) for k in keys]
+        return self.backend.get_many_encoded(keys)     # one engine view for the batch (LSM backend)
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
         """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""
