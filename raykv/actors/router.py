@@ -248,7 +248,9 @@ class ClientRouter:
             if now >= end:
                 return
             first = min(entry[3] for entry in out.values())
-            ready, _ = ray.wait(list(out), num_returns=1, timeout=max(0.0, min(first, end) - now))
+            with self.mu:
+                want = min(rnd.wanted(), len(out)) if until == "decided" else len(out)
+            ready, _ = ray.wait(list(out), num_returns=want, timeout=max(0.0, min(first, end) - now))
             for ref in ready:
                 self._feed(rnd, out, ref, timeout)
             now = time.monotonic()

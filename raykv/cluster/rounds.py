@@ -91,6 +91,14 @@ class _Round:
         """Every key's quorum is met or lost, or nothing is left to wait for."""
         return self.undecided <= 0 or self.outstanding == 0
 
+    def wanted(self) -> int:
+        """A lower bound on the replies still needed to decide (at least 1): lets a driver wait for that many
+        at once (``ray.wait(num_returns=...)``). Exact for one key in count mode; 1 otherwise."""
+        if len(self.tallies) == 1 and self.q.mode == "count":
+            t = self.tallies[0]
+            return max(1, self.q.required - t.acked)
+        return 1
+
     @property
     def complete(self) -> bool:
         """Every call was answered (or failed): what read repair waits for."""
