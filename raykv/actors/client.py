@@ -212,6 +212,7 @@ class Coalescer:
         self._in_flight = 0
         self.batches = 0
         self.items = 0
+        self._woken = 0
 
     def _enqueue(self, slot: _Slot) -> bool:
         with self._lock:
@@ -258,6 +259,7 @@ class Coalescer:
             outcomes = self.split([s.item for s in batch], result)
         self.batches += 1
         self.items += len(batch)
+        self._woken = len(batch) - 1          # other callers this batch answers (they may call again at once)
         for s, o in zip(batch, outcomes):
             s.outcome = o
             if s is not me:
@@ -274,12 +276,11 @@ class Coalescer:
         lead = self._enqueue(me)
         while me.outcome is None:
             if lead or me.lead:
-                handed = me.lead       # leadership handed over after a batch (not an idle group's first caller)
                 me.lead = lead = False
                 while me.outcome is None:
-                    if handed:         # let callers just woken by the previous batch re-enqueue first
+                    if self._woken:    # let callers just woken by the previous batch re-enqueue first
+                        self._woken = 0
                         time.sleep(0)  # (a lone caller skips it: measured ~80 us of GIL hand-off per call)
-                    handed = True
                     batch = self._take()
                     if not batch:
                         break
@@ -303,12 +304,11 @@ class Coalescer:
         lead = self._enqueue(me)
         while me.outcome is None:
             if lead or me.lead:
-                handed = me.lead
                 me.lead = lead = False
                 while me.outcome is None:
-                    if handed:
+                    if self._woken:
+                        self._woken = 0
                         await asyncio.sleep(0)     # let callers just woken by the previous batch re-enqueue first
-                    handed = True
                     batch = self._take()
                     if not batch:
                         break
