@@ -48,6 +48,7 @@ from raykv.errors import NodeUnavailable
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
+FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
@@ -98,7 +99,7 @@ class ClientRouter:
         self._thread: threading.Thread | None = None
         self._closed = False
         freeze_heap()
-        self.refresh()
+        self._first_view(seeds)
         if not self.coord.membership.members:
             raise NodeUnavailable(f"no storage node of store {store!r} answered a membership request "
                                   f"(tried {self.coord.gossip_targets() or seeds})")
@@ -120,6 +121,28 @@ class ClientRouter:
                 self.coord.absorb_view(got)
             return True
         return False
+
+    def _first_view(self, seeds: list[str]) -> None:
+        """The view at connect time, merged from up to ``FIRST_VIEW`` nodes at once rather than one: a single
+        node may not have heard yet that a peer finished joining, and a write planned on that view would skip
+        the peer without a hint (its copy then waits for anti-entropy)."""
+        calls = {}
+        for nid in list(seeds)[:FIRST_VIEW]:
+            try:
+                calls[self.transport.handle(nid).call_packed.remote(pack_call("gossip", ([],)))] = nid
+            except NodeUnavailable:
+                continue
+        if calls:
+            ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=self.config.request_timeout)
+            for ref in ready:
+                try:
+                    view = unpack_result(ray.get(ref))
+                except Exception:   # noqa: BLE001 - that node is down; the others answered
+                    continue
+                with self.mu:
+                    self.coord.absorb_view(view)
+        if not self.coord.membership.members:
+            self.refresh()
 
     def _ensure_view(self) -> None:
         self._start_thread()
