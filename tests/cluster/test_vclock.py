@@ -245,8 +245,12 @@ def test_blind_write_fast_encoding_is_byte_identical(sib):
     assert decode_siblings(encode_siblings([blind])) == [blind]
 
 
-def test_decode_rejects_truncation():
-    data = encode_siblings([Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0)])
+@pytest.mark.parametrize("sib", [Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0),
+                                 Sibling(("a", 1), VClock(), b"hello", 1.0),        # a blind write: fast path
+                                 Sibling(("a", 1), VClock(), None, 1.0)])           # a blind delete
+def test_decode_rejects_truncation(sib):
+    data = encode_siblings([sib])
+    assert decode_siblings(data) == [sib]
     for cut in range(len(data)):
         with pytest.raises(ValueError):
             decode_siblings(data[:cut])
