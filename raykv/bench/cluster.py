@@ -102,6 +102,17 @@ def _latency(fn, n: int, label: str) -> list[float]:
     return samples
 
 
+def _interleaved(fn_a, fn_b, n: int, label: str) -> tuple[list[float], list[float]]:
+    """``_latency`` of two operations alternated call by call, so both see the same moments of a noisy host."""
+    a, b = [], []
+    for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
+        for fn, out in ((fn_a, a), (fn_b, b)):
+            t0 = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - t0)
+    return a, b
+
+
 def _throughput(fn, batches: list, label: str) -> float:
     items = 0
     t0 = time.perf_counter()
@@ -157,8 +168,7 @@ def run(ops: int = 1000, batch: int = 1000, batches: int = 10, callers: int = 8,
 
         raw = _latency(lambda i: ray.get(echo.ping.remote(i)), ops, "raw round trip")
         puts = _latency(lambda i: kv.put(b"lat%08d" % i, value), ops, "put")
-        gets = _latency(lambda i: kv.get(b"lat%08d" % i), ops, "get")
-        floor = _latency(_fanout_floor(kv), ops, "fan-out floor")
+        gets, floor = _interleaved(lambda i: kv.get(b"lat%08d" % i), _fanout_floor(kv), ops, "get / fan-out floor")
         raw_p50, raw_p99 = _percentile(raw, 0.5), _percentile(raw, 0.99)
         for name, s in (("put", puts), ("get", gets)):
             row(f"{name} p50", _percentile(s, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
