@@ -1,4 +1,4 @@
-"""Smoke test of `raykv bench engine` (raykv/bench/engine.py): tiny sizes, every workload row printed."""
+"""Smoke test of `raykv bench engine` (raykv/bench/engine/): tiny sizes, every workload row printed."""
 
 from __future__ import annotations
 
