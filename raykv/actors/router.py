@@ -43,11 +43,13 @@ import uuid
 import ray
 
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
+from raykv.cluster.rounds import raise_failed
 from raykv.errors import NodeUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
+PIPELINE = 500              # keys per round of a bulk request: the driver plans round k+1 while nodes write round k
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
@@ -159,22 +161,35 @@ class ClientRouter:
     def put(self, key: bytes, value, *, context=None, w=None, consistency=None, ttl=None, timeout=None):
         """Write after W acks; returns the new version's clock (see ``Coordinator.put``)."""
         self._ensure_view()
+        timeout = timeout or self.config.request_timeout
         with self.mu:
             rnd, clock = self.coord.plan_put(key, value, context=context, w=w, consistency=consistency, ttl=ttl)
-        self._drive(rnd, {}, timeout or self.config.request_timeout, 2, "decided")
-        with self.mu:
-            rnd.finish()
+            sends = rnd.start()
+        out: dict = {}
+        self._submit(rnd, sends, out, timeout)
+        self._drive([rnd], out, timeout, 2, "decided")
+        self._finish("put", [rnd])
         return clock
 
     def put_many(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
-        """Blind writes of many keys, one ``put_encoded`` per replica node; -> {key: clock}."""
+        """Blind writes of many keys, one ``put_encoded`` per replica node per round of ``PIPELINE`` keys;
+        -> {key: clock}. Rounds are planned while the nodes write the previous ones."""
         self._ensure_view()
+        timeout = self.config.request_timeout
         with gc_paused(len(items)):
-            with self.mu:
-                rnd, clocks = self.coord.plan_put_many(items, w=w, consistency=consistency, ttl=ttl)
-            self._drive(rnd, {}, self.config.request_timeout, 2, "decided")
-            with self.mu:
-                rnd.finish()
+            rounds, clocks, out = [], {}, {}
+            for lo in range(0, len(items), PIPELINE):
+                with self.mu:
+                    rnd, c = self.coord.plan_put_many(items[lo:lo + PIPELINE], w=w, consistency=consistency,
+                                                      ttl=ttl)
+                    sends = rnd.start()
+                rounds.append(rnd)
+                clocks.update(c)
+                self._submit(rnd, sends, out, timeout)
+            self._count_once(rounds, "puts")
+            self._drive(rounds, out, timeout, 2, "decided")
+            self._finish("put_many", rounds)
+            del rounds
             return clocks
 
     def get(self, key: bytes, *, r=None, consistency=None, timeout=None) -> list:
@@ -187,22 +202,48 @@ class ClientRouter:
             return {k: v for k, v in got.items() if v}
 
     def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
+        """Read rounds of ``PIPELINE`` keys, all in flight together; read repair left to the daemon."""
         self._ensure_view()
         timeout = timeout or self.config.request_timeout
+        rounds, out = [], {}
+        for lo in range(0, len(keys), PIPELINE):
+            with self.mu:
+                rnd = self.coord.plan_read(op, keys[lo:lo + PIPELINE], r=r, consistency=consistency)
+                sends = rnd.start()
+            rounds.append(rnd)
+            self._submit(rnd, sends, out, timeout)
+        self._count_once(rounds, "gets")
+        self._drive(rounds, out, timeout, 3, "decided")
+        self._finish(op, rounds)
+        now = self.transport.now()
+        result = {}
         with self.mu:
-            rnd = self.coord.plan_read(op, keys, r=r, consistency=consistency)
-        out = {}
-        self._drive(rnd, out, timeout, 3, "decided")
-        with self.mu:
-            rnd.finish()
-            result = rnd.result(self.transport.now())
-        if out:
-            self._late.append((rnd, out, timeout))      # deque: no lock, no wake-up of the daemon per read
-        elif len(keys) > 1 or len(rnd.replies[0]) > 1:
-            pushes = rnd.repair_plan()     # every replica answered already: usually identical, nothing to do
-            if pushes:
-                self._late.append((rnd, out, timeout))
+            for rnd in rounds:
+                result.update(rnd.result(now))
+        for rnd in rounds:
+            late = {ref: entry for ref, entry in out.items() if entry[0] is rnd}
+            if late:
+                self._late.append((rnd, late, timeout))      # deque: no lock, no wake-up of the daemon per read
+            elif len(rnd.keys) > 1 or len(rnd.replies[0]) > 1:
+                if rnd.repair_plan():      # every replica answered already: usually identical, nothing to do
+                    self._late.append((rnd, late, timeout))
         return result
+
+    def _count_once(self, rounds: list, kind: str) -> None:
+        """One request split in several rounds counts as one operation."""
+        if len(rounds) > 1:
+            with self.mu:
+                self.coord.counters["ops"] -= len(rounds) - 1
+                self.coord.counters[kind] -= len(rounds) - 1
+
+    def _finish(self, op: str, rounds: list) -> None:
+        """``QuorumNotReached`` over every key of the request if some key's quorum was not met."""
+        with self.mu:
+            if len(rounds) == 1:
+                rounds[0].finish()
+            elif any(t.decision() != "ok" for rnd in rounds for t in rnd.tallies):
+                self.coord.counters["quorum_failures"] += 1
+                raise_failed(op, [t for rnd in rounds for t in rnd.tallies])
 
     def _drain_late(self) -> None:
         """Daemon thread, every ``LATE_EVERY`` s: feed the replies that came after their read's quorum (one
@@ -215,14 +256,12 @@ class ClientRouter:
         if refs:
             ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             for ref in ready:
-                rnd, out, timeout = refs[ref]
-                self._feed(rnd, out, ref, timeout)
+                _rnd, out, timeout = refs[ref]
+                self._feed(out, ref, timeout)
         now = time.monotonic()
         for item in batch:
             rnd, out, timeout = item
-            for ref in [ref for ref, entry in out.items() if entry[3] <= now]:
-                tag, node, method, _ = out.pop(ref)
-                self._reply(rnd, out, tag, None, NodeUnavailable(f"{node!r} did not answer {method!r}"), timeout)
+            self._expire(out, now, timeout)
             if out:
                 self._late.append(item)
                 continue
@@ -255,35 +294,33 @@ class ClientRouter:
             self.coord.counters["read_repairs"] += repaired
 
     # ------------------------------------------------------------------ the ray.wait loop
-    def _drive(self, rnd, out: dict, timeout: float, limit_factor: float, until: str) -> None:
-        """Make the round's calls and feed replies back until ``rnd.<until>`` holds, or ``limit_factor *
-        timeout`` seconds. ``out`` ({ref: (tag, node, method, deadline)}) keeps the calls still in flight."""
-        if not out:
-            with self.mu:
-                sends = rnd.start()
-            self._submit(rnd, sends, out, timeout)
+    def _drive(self, rounds: list, out: dict, timeout: float, limit_factor: float, until: str) -> None:
+        """Feed replies to their rounds until every round's ``<until>`` holds, or ``limit_factor * timeout``
+        seconds. ``out`` ({ref: (round, tag, node, method, deadline)}) keeps the calls still in flight."""
         end = time.monotonic() + limit_factor * timeout
         while out:
             with self.mu:
-                if getattr(rnd, until):
+                if all(getattr(rnd, until) for rnd in rounds):
                     return
+                want = rounds[0].wanted() if len(rounds) == 1 and until == "decided" else 1
             now = time.monotonic()
             if now >= end:
                 return
-            first = min(entry[3] for entry in out.values())
-            with self.mu:
-                want = min(rnd.wanted(), len(out)) if until == "decided" else len(out)
-            ready, _ = ray.wait(list(out), num_returns=want, timeout=max(0.0, min(first, end) - now))
+            first = min(entry[4] for entry in out.values())
+            ready, _ = ray.wait(list(out), num_returns=min(want, len(out)),
+                                timeout=max(0.0, min(first, end) - now))
             for ref in ready:
-                self._feed(rnd, out, ref, timeout)
-            now = time.monotonic()
-            for ref in [ref for ref, entry in out.items() if entry[3] <= now]:
-                tag, node, method, _ = out.pop(ref)
-                self._reply(rnd, out, tag, None, NodeUnavailable(
-                    f"storage node {node!r} did not answer {method!r} within {timeout}s"), timeout)
+                self._feed(out, ref, timeout)
+            self._expire(out, time.monotonic(), timeout)
 
-    def _feed(self, rnd, out: dict, ref, timeout: float) -> None:
-        tag, node, method, _ = out.pop(ref)
+    def _expire(self, out: dict, now: float, timeout: float) -> None:
+        for ref in [ref for ref, entry in out.items() if entry[4] <= now]:
+            rnd, tag, node, method, _ = out.pop(ref)
+            self._reply(rnd, out, tag, None, NodeUnavailable(
+                f"storage node {node!r} did not answer {method!r} within {timeout}s"), timeout)
+
+    def _feed(self, out: dict, ref, timeout: float) -> None:
+        rnd, tag, node, method, _ = out.pop(ref)
         try:
             res, exc = unpack_result(ray.get(ref)), None
         except Exception as e:  # noqa: BLE001 - mapped like the async transport does
@@ -306,7 +343,7 @@ class ClientRouter:
                 with self.mu:
                     sends.extend(rnd.on_reply(tag, None, exc))
                 continue
-            out[ref] = (tag, node, method, time.monotonic() + timeout)
+            out[ref] = (rnd, tag, node, method, time.monotonic() + timeout)
 
     # ------------------------------------------------------------------ background thread
     def _start_thread(self) -> None:
