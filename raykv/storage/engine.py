@@ -19,6 +19,7 @@ runs flushes and compactions (a mixin of LSMStore), version.py is the read view 
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -211,6 +212,42 @@ class LSMStore(BackgroundWork):
         if batch:
             self._write(batch)
 
+    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        """``write_batch(zip(keys, values))`` (puts without TTL; a None value deletes) given as two lists: one WAL
+        record, atomic.
+        Keys and values are checked by C-level passes (a bad item falls back to ``write_batch``, which raises
+        its usual error) and new keys go into the memtable by ``Memtable.put_new`` (C-level loops); with
+        ``LSMBackend.merge_many_encoded``'s fast path 0.17 -> 0.09 us/item for the merge + validation steps."""
+        if len(keys) != len(values):
+            raise InvalidArgument("put_many needs as many values as keys")
+        if not keys:
+            return
+        if not (set(map(type, keys)) == {bytes} and all(keys) and set(map(type, values)) == {bytes}):
+            self.write_batch(list(zip(keys, values)))
+            return
+        batch = list(zip(keys, values, itertools.repeat(0.0)))
+        group = self._sync_batch
+        if group:
+            self._arrive(1)
+        try:
+            with self._lock:
+                if self._mem.bytes >= self._limit:
+                    self._make_room()
+                base = self._seq + 1
+                self._seq = base + len(keys) - 1
+                wal = self._wal
+                ticket = wal.append_payload(W.encode_batch(base, batch))
+                if self._sync_always:
+                    wal.sync()
+                mem = self._mem
+                if not mem.put_new(keys, values, base):    # some key already in the memtable, or repeated
+                    mem.put_batch(batch, base)
+        finally:
+            if group:
+                self._arrive(-1)
+        if group:
+            wal.sync_to(ticket, self._arriving)
+
     def _expiry(self, ttl) -> float:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
             raise InvalidArgument(f"ttl must be a positive number of seconds or None, got {ttl!r}")
@@ -227,7 +264,7 @@ class LSMStore(BackgroundWork):
                 base = self._seq + 1
                 self._seq = base + len(batch) - 1
                 wal = self._wal
-                ticket = wal.append(W.frame(W.encode_batch(base, batch)))
+                ticket = wal.append_payload(W.encode_batch(base, batch))
                 if self._sync_always:
                     wal.sync()
                 self._mem.put_batch(batch, base)

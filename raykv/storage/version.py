@@ -9,10 +9,10 @@ keep using its (still open) tables.
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import Iterable
 
-from .bloom import hash_arrays, key_hash
+from .bloom import hash_arrays, key_hash, probe_matrix
 from .sstable import TableMeta, TableReader
 
 
@@ -53,44 +53,70 @@ class Version:
 
     def get_many(self, keys: list[bytes]) -> list:
         """``[self.get(k) for k in keys]``, with a table's bloom filter probed for all its candidate keys at once
-        (numpy, ``BloomFilter.may_contain_many``): one at a time, a key a table does not hold (every new key of
-        a blind write, at every table) costs ~0.45 us per table. Small batches take the per-key path."""
+        (numpy, ``BloomFilter.may_contain_probes`` over one probe matrix per batch): one at a time, a key a table
+        does not hold (every new key of a blind write, at every table) costs ~0.45 us per table. A table whose
+        key range covers the whole batch (the usual case: data keys start with a hash) takes every key without a
+        per-key range check; a level of many tables splits the batch by bisecting its sorted keys (no bisect per
+        key). 600 absent keys over 7 level-0 tables: 1.25 -> 0.97 us/key. Small batches take the per-key path."""
         n = len(keys)
         if n < BATCH_MIN or not self.tables:
             return [self.get(k) for k in keys]
         out = [None] * n
         h1, h2 = hash_arrays(keys)
-        todo = range(n)                       # indexes of keys not found yet, newest tables first
+        probes: dict[int, object] = {}     # k -> probe matrix of all keys
+        todo = list(range(n))              # indexes of keys not found yet, newest tables first
+        kmin, kmax = min(keys), max(keys)  # of the keys in todo
         for r in self.l0:
             lo, hi = r.smallest, r.largest
-            if self._probe(r, keys, [i for i in todo if lo <= keys[i] <= hi], h1, h2, out):
+            if hi < kmin or lo > kmax:
+                continue
+            cand = todo if lo <= kmin and kmax <= hi else [i for i in todo if lo <= keys[i] <= hi]
+            if self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, out):
                 todo = [i for i in todo if out[i] is None]
+                if not todo:
+                    return out
+                kmin, kmax = min(map(keys.__getitem__, todo)), max(map(keys.__getitem__, todo))
         for largests, readers in self.deeper:
-            if len(readers) <= FEW_TABLES:    # a key range check per table is cheaper than a bisect per key
-                groups = [(r, [i for i in todo if r.smallest <= keys[i] <= r.largest]) for r in readers]
-            else:
-                by_table: dict[int, list[int]] = {}
-                for i in todo:
-                    t = bisect_left(largests, keys[i])
-                    if t < len(readers) and readers[t].smallest <= keys[i]:
-                        by_table.setdefault(t, []).append(i)
-                groups = [(readers[t], cand) for t, cand in by_table.items()]
+            if len(readers) <= FEW_TABLES:    # a key range check per table is cheaper than sorting the batch
+                groups = [(r, todo if r.smallest <= kmin and kmax <= r.largest
+                           else [i for i in todo if r.smallest <= keys[i] <= r.largest])
+                          for r in readers if not (r.largest < kmin or r.smallest > kmax)]
+            else:                             # the todo keys in order, cut at each table's range
+                order = sorted(todo, key=keys.__getitem__)
+                sk = [keys[i] for i in order]
+                groups = []
+                for t in range(bisect_left(largests, sk[0]), len(readers)):
+                    r = readers[t]
+                    if r.smallest > sk[-1]:
+                        break
+                    a, b = bisect_left(sk, r.smallest), bisect_right(sk, r.largest)
+                    if a < b:
+                        groups.append((r, order[a:b]))
             found = False
             for r, cand in groups:
-                found = self._probe(r, keys, cand, h1, h2, out) or found
+                found = self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, out) or found
             if found:
                 todo = [i for i in todo if out[i] is None]
+                if not todo:
+                    return out
+                kmin, kmax = min(map(keys.__getitem__, todo)), max(map(keys.__getitem__, todo))
         return out
 
     @staticmethod
-    def _probe(r: TableReader, keys, cand: list[int], h1, h2, out: list) -> bool:
+    def _probe(r: TableReader, keys, cand: list[int], every: bool, h1, h2, probes: dict, out: list) -> bool:
         """Look keys ``cand`` up in table ``r``, filling ``out``; True if any is found. The filter is probed for
-        all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win)."""
+        all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win).
+        ``probes``: k -> ``probe_matrix`` of all the keys, built on first use; ``every``: ``cand`` is all of them
+        in order (then the matrix serves as is)."""
         if len(cand) < BATCH_MIN:
             may_contain = r.filter.may_contain
             maybe = [i for i in cand if may_contain(key_hash(keys[i]))]
         else:
-            maybe = itertools.compress(cand, r.filter.may_contain_many(h1[cand], h2[cand]))
+            f = r.filter
+            base = probes.get(f.k)
+            if base is None:
+                base = probes[f.k] = probe_matrix(h1, h2, f.k)
+            maybe = itertools.compress(cand, f.may_contain_probes(base if every else base[cand]))
         found = False
         find = r.find
         for i in maybe:

@@ -112,6 +112,19 @@ class WalWriter:
         self.written += len(record)
         return self.written
 
+    def append_payload(self, payload: bytes, rtype: int = F.WAL_TYPE_BATCH) -> int:
+        """``append(frame(payload, rtype))`` without copying the payload into a framed record: the CRC runs over
+        the header part and then the payload, and one ``os.writev`` writes both (a 600-put batch is ~100 KB:
+        two copies of it saved, ~0.03 us/item)."""
+        head = F.WAL_LEN_TYPE.pack(len(payload), rtype)
+        crc = F.WAL_CRC.pack(_crc32(payload, _crc32(head)))
+        size = 4 + len(head) + len(payload)
+        n = os.writev(self._fd, (crc, head, payload))
+        if n != size:               # a short write (rare: signal, disk full): finish it or fail
+            write_all(self._fd, (crc + head + payload)[n:])
+        self.written += size
+        return self.written
+
     def sync(self) -> None:
         """fsync now (fsync='always': called with the writer lock held, one fsync per write)."""
         _fdatasync(self._fd)
