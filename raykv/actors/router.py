@@ -42,6 +42,7 @@ import uuid
 
 import ray
 
+from raykv.actors.metrics import Metrics
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
 from raykv.cluster.rounds import raise_failed
 from raykv.errors import NodeUnavailable
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
 PIPELINE = 500              # keys per round of a bulk request: the driver plans round k+1 while nodes write round k
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
+EXPORT_EVERY = 5.0          # seconds between metrics exports, as in the actors
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
@@ -96,6 +98,8 @@ class ClientRouter:
                                  rng=random.Random())
         self.mu = threading.Lock()
         self._stop = threading.Event()
+        self.metrics = Metrics(store, "client", self.coord.actor)   # like a coordinator actor's, from this process
+        self._exported = 0.0
         self._late: collections.deque = collections.deque()     # reads still waiting for their last replies
         self._pushes: dict = {}                                  # read-repair calls in flight
         self._thread: threading.Thread | None = None
@@ -160,6 +164,13 @@ class ClientRouter:
     # ------------------------------------------------------------------ requests
     def put(self, key: bytes, value, *, context=None, w=None, consistency=None, ttl=None, timeout=None):
         """Write after W acks; returns the new version's clock (see ``Coordinator.put``)."""
+        t0 = time.perf_counter()
+        try:
+            return self._put(key, value, context, w, consistency, ttl, timeout)
+        finally:
+            self.metrics.observe("put", time.perf_counter() - t0)
+
+    def _put(self, key, value, context, w, consistency, ttl, timeout):
         self._ensure_view()
         timeout = timeout or self.config.request_timeout
         with self.mu:
@@ -174,6 +185,13 @@ class ClientRouter:
     def put_many(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
         """Blind writes of many keys, one ``put_encoded`` per replica node per round of ``PIPELINE`` keys;
         -> {key: clock}. Rounds are planned while the nodes write the previous ones."""
+        t0 = time.perf_counter()
+        try:
+            return self._put_many(items, w, consistency, ttl)
+        finally:
+            self.metrics.observe("put_many", time.perf_counter() - t0)
+
+    def _put_many(self, items, w, consistency, ttl):
         self._ensure_view()
         timeout = self.config.request_timeout
         with gc_paused(len(items)):
@@ -194,12 +212,20 @@ class ClientRouter:
 
     def get(self, key: bytes, *, r=None, consistency=None, timeout=None) -> list:
         """Live siblings of ``key`` after R replies; read repair in the background."""
-        return self._read("get", [key], r, consistency, timeout)[key]
+        t0 = time.perf_counter()
+        try:
+            return self._read("get", [key], r, consistency, timeout)[key]
+        finally:
+            self.metrics.observe("get", time.perf_counter() - t0)
 
     def get_many(self, keys: list, *, r=None, consistency=None) -> dict:
-        with gc_paused(len(keys)):
-            got = self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
-            return {k: v for k, v in got.items() if v}
+        t0 = time.perf_counter()
+        try:
+            with gc_paused(len(keys)):
+                got = self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
+                return {k: v for k, v in got.items() if v}
+        finally:
+            self.metrics.observe("get_many", time.perf_counter() - t0)
 
     def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
         """Read rounds of ``PIPELINE`` keys, all in flight together; read repair left to the daemon."""
@@ -364,12 +390,26 @@ class ClientRouter:
                 self._drain_late()
                 if self.coord.view_age() >= interval:
                     self.refresh()
+                self._export()
             except Exception:   # noqa: BLE001 - background work must not kill the thread
                 log.debug("raykv router background job failed", exc_info=True)
+
+    def _export(self, force: bool = False) -> None:
+        """The logic's counters as ``ray.util.metrics`` deltas, every ``EXPORT_EVERY`` s (daemon thread)."""
+        now = time.monotonic()
+        if force or now - self._exported >= EXPORT_EVERY:
+            self._exported = now
+            with self.mu:
+                counters = dict(self.coord.counters)
+            self.metrics.export(counters)
 
     def close(self) -> None:
         self._closed = True
         self._stop.set()
+        try:
+            self._export(force=True)
+        except Exception:   # noqa: BLE001 - metrics must never break shutdown
+            pass
 
     # ------------------------------------------------------------------ async
     async def acall(self, method: str, *args, **kwargs):

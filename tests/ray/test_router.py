@@ -94,3 +94,32 @@ def test_client_routing_rides_out_a_dead_replica_and_repairs_a_stale_one_on_read
         assert kv._client.router.coord.counters["read_repairs"] >= 2
     finally:
         kv.shutdown()
+
+
+def test_client_routing_records_latencies_and_exports_counters(ray_session, store_dir, monkeypatch):
+    """With client routing no coordinator sees the traffic, so the driver exports what a coordinator did."""
+    import raykv.actors.router as router_mod
+    seen = []
+
+    class Recorder:
+        def __init__(self, store, component, ident):
+            seen.append(("new", store, component))
+
+        def observe(self, method, seconds):
+            seen.append(("observe", method))
+
+        def export(self, counters, gauges=None):
+            seen.append(("export", counters.get("puts"), counters.get("gets")))
+
+    monkeypatch.setattr(router_mod, "Metrics", Recorder)
+    kv = raykv.start(name="routemetrics", nodes=3, data_dir=store_dir)
+    try:
+        kv.put(b"a", b"1")
+        kv.get(b"a")
+        kv.put_many({b"b": b"2"})
+        kv.get_many([b"a", b"b"])
+    finally:
+        kv.shutdown()
+    assert ("new", "routemetrics", "client") in seen
+    assert {e[1] for e in seen if e[0] == "observe"} >= {"put", "get", "put_many", "get_many"}
+    assert seen[-1][0] == "export" and seen[-1][1] == 2 and seen[-1][2] == 2   # flushed at shutdown
