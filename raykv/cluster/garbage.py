@@ -48,10 +48,14 @@ def collect_tombstones(node: "StorageNode") -> int:
     """Remove dead keys past the grace period from our backend; returns how many. O(keys)."""
     now, grace = node.transport.now(), node.config.tombstone_grace
     dead = [key for key, sibs in node.backend.iter_range(0, 0) if collectable(sibs, now, grace)]
+    removed = 0
     for key in dead:
-        node.backend.remove(key)
-    node.counters["tombstones_collected"] += len(dead)
-    return len(dead)
+        with node.write_lock:                  # re-checked under the lock: a write may have landed since
+            if collectable(node.backend.get(key), now, grace):
+                node.backend.remove(key)
+                removed += 1
+    node.counters["tombstones_collected"] += removed
+    return removed
 
 
 async def hand_off_foreign(node: "StorageNode") -> int:
@@ -81,8 +85,9 @@ async def hand_off_foreign(node: "StorageNode") -> int:
             except RayKVError:
                 return dropped
             for key, sibs in batch:
-                if node.backend.get(key) == sibs:
-                    node.backend.remove(key)
-                    dropped += 1
+                with node.write_lock:
+                    if node.backend.get(key) == sibs:
+                        node.backend.remove(key)
+                        dropped += 1
     node.counters["handoff_keys"] += dropped
     return dropped

@@ -36,6 +36,7 @@ put_batch answers one bool per item (False: a hint refused, Overloaded).
 from __future__ import annotations
 
 import random
+import threading
 from itertools import islice
 
 from . import antientropy, garbage, streaming
@@ -90,6 +91,9 @@ class StorageNode:
         self._status_since = 0.0
         self._rounds = 0
         self._fg_keys = 0          # client keys (put/get RPCs) served since the last anti-entropy decision
+        # Every read-merge-write of the backend holds this lock: a threaded actor serves the data RPCs
+        # (``serve``) in several threads beside the event loop that runs ``tick()``. Never held across an await.
+        self.write_lock = threading.RLock()
         self._ae_deferred = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,14 +210,16 @@ class StorageNode:
     def apply_local(self, items, merge: bool = True) -> int:
         """Reconcile ``(key, siblings[, ...])`` items into the backend in one batch; returns keys changed."""
         pending: dict[bytes, list] = {}
-        for item in items:
-            key, sibs = item[0], item[1]
-            cur = pending[key] if key in pending else self.backend.get(key)
-            new = sync(cur, sibs)
-            if new != cur:
-                pending[key] = new
+        with self.write_lock:
+            for item in items:
+                key, sibs = item[0], item[1]
+                cur = pending[key] if key in pending else self.backend.get(key)
+                new = sync(cur, sibs)
+                if new != cur:
+                    pending[key] = new
+            if pending:
+                self.backend.put_many(list(pending.items()))
         if pending:
-            self.backend.put_many(list(pending.items()))
             self.counters["keys_written"] += len(pending)
         return len(pending)
 
@@ -222,7 +228,8 @@ class StorageNode:
         set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed.
         Cost: one engine read per key (``backend.merge_many_encoded``; batched by the LSM backend: one engine view,
         each engine key built once), plus a decode/sync/encode per key that needs a merge."""
-        written = self.backend.merge_many_encoded(items, merge_encoded)
+        with self.write_lock:
+            written = self.backend.merge_many_encoded(items, merge_encoded)
         if written:
             self.counters["keys_written"] += written
         return written
@@ -231,6 +238,21 @@ class StorageNode:
     def _require_started(self) -> None:
         if self.membership is None:
             raise NodeUnavailable(f"storage node {self.node_id} is starting")
+
+    SERVED = frozenset({"put_batch", "put_encoded", "get_batch", "get_encoded"})
+
+    def serve(self, method: str, *args):
+        """The data RPCs (``SERVED``) run synchronously, in the caller's thread: they never await, and the
+        backend and ``write_lock`` make them safe beside ``tick()``. A threaded actor calls this directly."""
+        if method == "put_encoded":
+            return self._accept_writes(args[0], decode_siblings, self.apply_local_encoded)
+        if method == "get_encoded":
+            return self._get_encoded(args[0])
+        if method == "put_batch":
+            return self._accept_writes(args[0], list, self.apply_local)
+        if method == "get_batch":
+            return self._get_batch(args[0])
+        raise ValueError(f"{method!r} is not a synchronous RPC")
 
     async def rpc_put_batch(self, items: list) -> list:
         """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool.
@@ -262,7 +284,8 @@ class StorageNode:
             hint = item[2] if len(item) > 2 else None
             if hint is not None and hint != self.node_id:
                 try:
-                    store_hint(self.backend, self.config.max_hints, hint, item[0], as_siblings(item[1]))
+                    with self.write_lock:     # the count check and the add, together
+                        store_hint(self.backend, self.config.max_hints, hint, item[0], as_siblings(item[1]))
                     self.counters["hints_written"] += 1
                     acks.append(True)
                 except Overloaded:
@@ -277,6 +300,9 @@ class StorageNode:
 
     async def rpc_get_encoded(self, keys: list[bytes]) -> list:
         """``get_batch`` with each reply encoded as stored (None when absent): no decode on the node."""
+        return self._get_encoded(keys)
+
+    def _get_encoded(self, keys: list[bytes]) -> list:
         self._require_started()
         self.counters["ops"] += 1
         self.counters["gets"] += len(keys)
@@ -285,6 +311,9 @@ class StorageNode:
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
         """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""
+        return self._get_batch(keys)
+
+    def _get_batch(self, keys: list[bytes]) -> list:
         self._require_started()
         self.counters["ops"] += 1
         self.counters["gets"] += len(keys)
@@ -363,7 +392,8 @@ class StorageNode:
                 m.suspect(target, self.transport.now())
                 continue
             if all(acks):
-                delivered += retire_delivered(self.backend, batch)
+                with self.write_lock:
+                    delivered += retire_delivered(self.backend, batch)
         self.counters["hints_delivered"] += delivered
         return delivered
 
@@ -386,7 +416,8 @@ class StorageNode:
                     ok = False
             if ok:
                 done.append(h)
-        return retire_delivered(self.backend, done)
+        with self.write_lock:
+            return retire_delivered(self.backend, done)
 
     async def anti_entropy_round(self) -> int:
         """One Merkle exchange with each up peer sharing ranges; returns keys repaired."""

@@ -324,3 +324,55 @@ def test_encoded_rpcs_over_the_lsm_backend_match_the_memory_backend(tmp_path):
         assert sorted(lsm.iter_hints()) == sorted(nodes[1].backend.iter_hints())
     asyncio.run(body())
     lsm.close()
+
+
+def test_data_rpcs_served_from_many_threads_lose_no_concurrent_sibling(tmp_path):
+    """A threaded storage actor runs ``serve`` in several threads beside the event loop's own writes
+    (anti-entropy, streaming: ``apply_local``). Concurrent blind writes of one key must all stay siblings:
+    every read-merge-write holds ``node.write_lock``; without it, two threads read the same stored set and
+    the later write drops the other's sibling."""
+    import threading
+
+    from raykv.cluster.lsm_backend import LSMBackend
+    from raykv.cluster.node import StorageNode
+    from raykv.cluster.transport import Transport
+    from raykv.cluster.vclock import decode_siblings, encode_siblings
+
+    class Idle(Transport):
+        async def call(self, node_id, method, *args, timeout):
+            raise AssertionError("no calls expected")
+
+        def now(self):
+            return 0.0
+
+        async def sleep(self, seconds):
+            pass
+
+    backend = LSMBackend(str(tmp_path / "lsm"), fsync="never")
+    node = StorageNode("n0", backend, Idle(), NO_AE)
+    asyncio.run(node.start())
+    writers, per = 6, 60
+    start = threading.Barrier(writers + 1)
+
+    def encoded_writer(w):
+        start.wait()
+        for i in range(per):
+            node.serve("put_encoded", [(b"hot", encode_siblings([sib(f"w{w}", i + 1, b"%d" % i)]))])
+
+    def loop_writer():
+        start.wait()
+        for i in range(per):
+            node.apply_local([(b"hot", [sib("loop", i + 1, b"L")])])
+
+    threads = [threading.Thread(target=encoded_writer, args=(w,)) for w in range(writers - 1)]
+    threads.append(threading.Thread(target=loop_writer))
+    for t in threads:
+        t.start()
+    start.wait()
+    for t in threads:
+        t.join()
+    held = decode_siblings(node.serve("get_encoded", [b"hot"])[0])
+    # blind writes (empty contexts) supersede nothing: every one of them is still a sibling
+    want = {(f"w{w}", i + 1) for w in range(writers - 1) for i in range(per)} | {("loop", i + 1) for i in range(per)}
+    assert {s.dot for s in held} == want
+    backend.close()
