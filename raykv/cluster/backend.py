@@ -14,7 +14,8 @@ from __future__ import annotations
 import abc
 from typing import Iterator
 
-from .vclock import Sibling, decode_siblings, encode_siblings
+from .codec import decode_siblings, encode_siblings
+from .vclock import Sibling
 
 
 class VersionedBackend(abc.ABC):
@@ -34,7 +35,7 @@ class VersionedBackend(abc.ABC):
         """Atomic batch of ``put`` (one WAL record in the LSM backend)."""
 
     def get_encoded(self, key: bytes) -> bytes | None:
-        """``vclock.encode_siblings`` of the stored siblings, or None when absent. Backends that store the
+        """``codec.encode_siblings`` of the stored siblings, or None when absent. Backends that store the
         encoding (the LSM one) return it without decoding; the default encodes ``get``."""
         sibs = self.get(key)
         return encode_siblings(sibs) if sibs else None

@@ -2,8 +2,8 @@
 
 Key layout inside one ``LSMStore`` (one byte of namespace, then the rest)::
 
-    b"d" + token (8 bytes, big endian) + key    ->  vclock.encode_siblings(siblings)
-    b"h" + target (UTF-8) + b"\\x00" + key        ->  vclock.encode_siblings(siblings)   (hinted handoff)
+    b"d" + token (8 bytes, big endian) + key    ->  codec.encode_siblings(siblings)
+    b"h" + target (UTF-8) + b"\\x00" + key        ->  codec.encode_siblings(siblings)   (hinted handoff)
     b"m" + name (UTF-8)                         ->  raw bytes                          (node metadata)
 
 Data keys sort by ring token (``raykv.cluster.ring.key_token``), so a token
@@ -28,7 +28,8 @@ from operator import itemgetter
 from typing import Iterator
 
 from .backend import VersionedBackend
-from .vclock import Sibling, decode_siblings, encode_siblings, sync
+from .codec import decode_siblings, encode_siblings
+from .vclock import Sibling, sync
 from ..errors import InvalidArgument
 from ..storage import LSMStore
 

@@ -27,7 +27,7 @@ Durable state lives in the backend: data, hints, and meta "member" =
 
 RPC surface (transport method -> ``rpc_<method>``): put_batch(items),
 get_batch(keys), put_encoded(items), get_encoded(keys) (the same with sibling
-sets as ``vclock.encode_siblings`` bytes: what coordinators use), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
+sets as ``codec.encode_siblings`` bytes: what coordinators use), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
 depth), ae_fetch(arcs, diff), leave(), status(). ``items`` are
 ``(key, siblings)`` or ``(key, siblings, hint_target)`` tuples;
 put_batch answers one bool per item (False: a hint refused, Overloaded).
@@ -46,7 +46,8 @@ from .hints import hint_batch, pending_targets, retire_delivered, store_hint
 from .membership import Membership
 from .ring import NodeInfo, key_token
 from .transport import Transport
-from .vclock import decode_siblings, encode_siblings, sync
+from .codec import decode_siblings, encode_siblings
+from .vclock import sync
 from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
 
@@ -224,7 +225,7 @@ class StorageNode:
         return len(pending)
 
     def apply_local_encoded(self, items) -> int:
-        """``apply_local`` for ``(key, encoded siblings[, ...])`` items (``vclock.encode_siblings`` of a canonical
+        """``apply_local`` for ``(key, encoded siblings[, ...])`` items (``codec.encode_siblings`` of a canonical
         set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed.
         Cost: one engine read per key (``backend.merge_many_encoded``; batched by the LSM backend: one engine view,
         each engine key built once), plus a decode/sync/encode per key that needs a merge."""
@@ -260,7 +261,7 @@ class StorageNode:
         return self._accept_writes(items, list, self.apply_local)
 
     async def rpc_put_encoded(self, items: list) -> list:
-        """``put_batch`` with each sibling set encoded (``vclock.encode_siblings``): items are ``(key, bytes)``
+        """``put_batch`` with each sibling set encoded (``codec.encode_siblings``): items are ``(key, bytes)``
         or ``(key, bytes, hint_target)``; per-item bool. What coordinators send: bytes pickle at C speed and a
         new key is stored without a decode/encode round trip (``apply_local_encoded``)."""
         return self._accept_writes(items, decode_siblings, self.apply_local_encoded)

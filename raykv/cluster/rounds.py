@@ -12,7 +12,7 @@ actor) and the synchronous driver-side router (``raykv.actors.router``, one
 coordination). Both run exactly this logic.
 
 Writes send ONE ``put_encoded`` per node: each key's new sibling is encoded
-once (``vclock.encode_siblings``) and the same bytes go to all its replicas.
+once (``codec.encode_siblings``) and the same bytes go to all its replicas.
 Reads send ONE ``get_encoded`` per node; replies stay encoded until the quorum
 is met, identical replies are decoded once, and ``repair_plan()`` names the
 stale replicas once every replica answered (read repair).
@@ -31,7 +31,8 @@ from typing import Callable
 from .config import StoreConfig
 from .membership import Membership
 from .quorum import Quorum, Tally, read_repair_plan, tally
-from .vclock import Sibling, decode_siblings, encode_siblings, live, reconcile
+from .codec import decode_siblings, encode_siblings
+from .vclock import Sibling, live, reconcile
 from ..errors import QuorumNotReached
 
 Send = tuple  # (node_id, method, payload, tag): one call a driver makes for a round

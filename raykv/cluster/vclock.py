@@ -37,7 +37,7 @@ the minting replica ships its whole sibling set.
 
 Cost: every operation is O(entries) dict work; ``sync`` is O(k^2) in the
 number of siblings k (small in practice); encode/decode are one pass with
-precompiled ``struct`` formats and a shared actor table.
+precompiled ``struct`` formats and a shared actor table (``codec``).
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ class Order(enum.Enum):
 
 _U16 = struct.Struct(">H")
 _ENTRY = struct.Struct(">Qd")      # counter u64, stamp f64
-_IDX_ENTRY = struct.Struct(">HQd")                    # actor index, counter, stamp
-_SIB_HEAD = struct.Struct(">HQdBH")                   # dot actor idx, dot counter, timestamp, flags, ctx entries
-_F64 = struct.Struct(">d")
-_U32 = struct.Struct(">I")
-_FORMAT_VERSION = 1
-_TOMBSTONE = 1
-_ONE_ACTOR_HEAD = bytes((_FORMAT_VERSION,)) + _U16.pack(1)
-_ONE_SIB = _U16.pack(1)
-_HAS_EXPIRY = 2
 
 
 class VClock:
@@ -382,141 +373,8 @@ def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
     return [s for s in siblings if s.value is not None and not s.expired(now)]
 
 
-def encode_siblings(siblings: list[Sibling]) -> bytes:
-    """Compact binary form of a sibling set (not pickle).
+# The sibling-set encoding lives in ``codec``; re-exported here, where callers have always found it.
+from .codec import decode_siblings, encode_siblings  # noqa: E402  (codec needs Sibling, defined above)
 
-    Layout: u8 version; u16 actor count, then (u16 len, utf-8) per actor; u16 sibling count, then per sibling
-    u16 dot actor index, u64 dot counter, f64 timestamp, u8 flags (1 tombstone, 2 has expiry), u16 context
-    entries, [f64 expires_at], (u16 actor index, u64 counter, f64 stamp) per context entry, [u32 len, value].
-    """
-    if len(siblings) == 1 and not siblings[0].context._c:
-        # a blind write: the coordinator's hot path, same bytes as the general case below
-        s = siblings[0]
-        ab = s.dot[0].encode()
-        flags = (_TOMBSTONE if s.value is None else 0) | (_HAS_EXPIRY if s.expires_at is not None else 0)
-        parts = [_ONE_ACTOR_HEAD, _U16.pack(len(ab)), ab, _ONE_SIB, _SIB_HEAD.pack(0, s.dot[1], s.timestamp, flags, 0)]
-        if s.expires_at is not None:
-            parts.append(_F64.pack(s.expires_at))
-        if s.value is not None:
-            parts.append(_U32.pack(len(s.value)))
-            parts.append(s.value)
-        return b"".join(parts)
-    return _encode_general(siblings)
-
-
-def _encode_general(siblings: list[Sibling]) -> bytes:
-    actors: dict[str, int] = {}
-    parts: list[bytes] = []
-    for s in siblings:
-        a = s.dot[0]
-        ai = actors.get(a)
-        if ai is None:
-            ai = actors[a] = len(actors)
-        ctx = s.context
-        flags = (_TOMBSTONE if s.value is None else 0) | (_HAS_EXPIRY if s.expires_at is not None else 0)
-        parts.append(_SIB_HEAD.pack(ai, s.dot[1], s.timestamp, flags, len(ctx._c)))
-        if s.expires_at is not None:
-            parts.append(_F64.pack(s.expires_at))
-        st = ctx._s
-        for ca, n in ctx._c.items():
-            ci = actors.get(ca)
-            if ci is None:
-                ci = actors[ca] = len(actors)
-            parts.append(_IDX_ENTRY.pack(ci, n, st[ca]))
-        if s.value is not None:
-            parts.append(_U32.pack(len(s.value)))
-            parts.append(s.value)
-    head = [bytes((_FORMAT_VERSION,)), _U16.pack(len(actors))]
-    for a in actors:
-        ab = a.encode()
-        head.append(_U16.pack(len(ab)))
-        head.append(ab)
-    head.append(_U16.pack(len(siblings)))
-    return b"".join(head) + b"".join(parts)
-
-
-_EMPTY = VClock()              # immutable: shared by every decoded blind write
-
-
-def _decode_blind(data: bytes) -> list[Sibling] | None:
-    """The fast path of ``decode_siblings`` for what blind writes store (one actor, one sibling, empty context,
-    no expiry): the siblings, or None to take the general path. About 3x cheaper, which is most of a client's
-    CPU in ``get_many`` after bulk loads."""
-    (ln,) = _U16.unpack_from(data, 3)
-    p = 5 + ln
-    if data[p:p + 2] != _ONE_SIB or len(data) < p + 2 + _SIB_HEAD.size:
-        return None
-    ai, dc, ts, flags, nc = _SIB_HEAD.unpack_from(data, p + 2)
-    if ai or nc or flags & _HAS_EXPIRY:
-        return None
-    q = p + 2 + _SIB_HEAD.size
-    if flags & _TOMBSTONE:
-        value = None
-    else:
-        if len(data) < q + 4:
-            return None
-        (vl,) = _U32.unpack_from(data, q)
-        q += 4
-        value = data[q:q + vl]
-        q += vl
-    if q != len(data):
-        return None
-    return [Sibling((data[5:5 + ln].decode(), dc), _EMPTY, value, ts, None)]
-
-
-def decode_siblings(data: bytes) -> list[Sibling]:
-    """Inverse of ``encode_siblings``; raises ValueError on malformed input."""
-    if data[:3] == _ONE_ACTOR_HEAD and type(data) is bytes:
-        try:
-            fast = _decode_blind(data)
-        except (struct.error, UnicodeDecodeError):
-            fast = None
-        if fast is not None:
-            return fast
-    try:
-        mv = memoryview(data)
-        if not data or data[0] != _FORMAT_VERSION:
-            raise ValueError(f"unknown sibling encoding version {data[:1]!r}")
-        (na,) = _U16.unpack_from(mv, 1)
-        pos = 3
-        actors: list[str] = []
-        for _ in range(na):
-            (ln,) = _U16.unpack_from(mv, pos)
-            pos += 2
-            actors.append(bytes(mv[pos:pos + ln]).decode())
-            pos += ln
-        (ns,) = _U16.unpack_from(mv, pos)
-        pos += 2
-        out: list[Sibling] = []
-        head_size = _SIB_HEAD.size
-        ent_size = _IDX_ENTRY.size
-        for _ in range(ns):
-            ai, dc, ts, flags, nc = _SIB_HEAD.unpack_from(mv, pos)
-            pos += head_size
-            exp = None
-            if flags & _HAS_EXPIRY:
-                (exp,) = _F64.unpack_from(mv, pos)
-                pos += 8
-            c: dict[str, int] = {}
-            s: dict[str, float] = {}
-            for _ in range(nc):
-                ci, n, t = _IDX_ENTRY.unpack_from(mv, pos)
-                pos += ent_size
-                a = actors[ci]
-                c[a] = n
-                s[a] = t
-            if flags & _TOMBSTONE:
-                value = None
-            else:
-                (ln,) = _U32.unpack_from(mv, pos)
-                pos += 4
-                value = bytes(mv[pos:pos + ln])
-                if len(value) != ln:
-                    raise ValueError("truncated value")
-                pos += ln
-            out.append(Sibling((actors[ai], dc), VClock._raw(c, s), value, ts, exp))
-    except (struct.error, IndexError, UnicodeDecodeError) as e:
-        raise ValueError(f"malformed sibling bytes: {e}") from None
-    if pos != len(data):
-        raise ValueError(f"malformed sibling bytes: {len(data) - pos} trailing bytes")
-    return out
+__all__ = ["Dot", "Order", "VClock", "Sibling", "sync", "reconcile", "merged_context", "next_dot", "DotMinter", "live",
+           "encode_siblings", "decode_siblings"]

@@ -239,7 +239,7 @@ def test_encode_decode_roundtrip(sibs):
 @given(siblings)
 def test_blind_write_fast_encoding_is_byte_identical(sib):
     """encode_siblings' fast path for one context-free sibling (every blind write) gives the general bytes."""
-    from raykv.cluster.vclock import _encode_general
+    from raykv.cluster.codec import _encode_general
     blind = Sibling(sib.dot, VClock(), sib.value, sib.timestamp, sib.expires_at)
     assert encode_siblings([blind]) == _encode_general([blind])
     assert decode_siblings(encode_siblings([blind])) == [blind]
