@@ -373,8 +373,4 @@ def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
     return [s for s in siblings if s.value is not None and not s.expired(now)]
 
 
-# The sibling-set encoding lives in ``codec``; re-exported here, where callers have always found it.
-from .codec import decode_siblings, encode_siblings  # noqa: E402  (codec needs Sibling, defined above)
-
-__all__ = ["Dot", "Order", "VClock", "Sibling", "sync", "reconcile", "merged_context", "next_dot", "DotMinter", "live",
-           "encode_siblings", "decode_siblings"]
+__all__ = ["Dot", "Order", "VClock", "Sibling", "sync", "reconcile", "merged_context", "next_dot", "DotMinter", "live"]

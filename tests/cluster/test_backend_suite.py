@@ -348,7 +348,7 @@ def test_lsm_rejects_nul_in_hint_target(tmp_path):
 
 def test_encoded_access_matches_the_decoded_api(backend):
     """get_encoded / put_many_encoded (what the encoded replica RPCs use) agree with get / put_many."""
-    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    from raykv.cluster.codec import decode_siblings, encode_siblings
     a, b = sib("a", 1, b"x"), sib("b", 2, None, ctx={"a": 1})
     assert backend.get_encoded(b"k") is None
     backend.put_many_encoded([(b"k", encode_siblings([a])), (b"t", encode_siblings([b]))])
@@ -370,7 +370,7 @@ def test_lsm_engine_keys_carry_the_ring_token(tmp_path):
 def test_lsm_batched_encoded_access_matches_per_key_access(tmp_path):
     """get_many_encoded / merge_many_encoded (the batched paths of the encoded replica RPCs) agree with
     get_encoded / put_many_encoded, keys repeated within a batch included."""
-    from raykv.cluster.vclock import encode_siblings
+    from raykv.cluster.codec import encode_siblings
     b = _lsm(tmp_path)
     try:
         blobs = {i: encode_siblings([sib("a", i, b"v%d" % i)]) for i in range(1, 40)}

@@ -230,7 +230,7 @@ def test_old_owners_hand_off_and_drop_ranges_they_no_longer_replicate():
 
 
 def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
-    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    from raykv.cluster.codec import decode_siblings, encode_siblings
     sim = Simulation(seed=11, nodes=3, config=NO_AE)
 
     async def body():
@@ -283,7 +283,7 @@ def test_encoded_rpcs_over_the_lsm_backend_match_the_memory_backend(tmp_path):
     from raykv.cluster.memory_backend import MemoryBackend
     from raykv.cluster.node import StorageNode
     from raykv.cluster.transport import Transport
-    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    from raykv.cluster.codec import decode_siblings, encode_siblings
 
     class Idle(Transport):
         async def call(self, node_id, method, *args, timeout):
@@ -336,7 +336,7 @@ def test_data_rpcs_served_from_many_threads_lose_no_concurrent_sibling(tmp_path)
     from raykv.cluster.lsm_backend import LSMBackend
     from raykv.cluster.node import StorageNode
     from raykv.cluster.transport import Transport
-    from raykv.cluster.vclock import decode_siblings, encode_siblings
+    from raykv.cluster.codec import decode_siblings, encode_siblings
 
     class Idle(Transport):
         async def call(self, node_id, method, *args, timeout):

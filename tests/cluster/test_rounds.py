@@ -13,7 +13,8 @@ from raykv.cluster.config import StoreConfig
 from raykv.cluster.coordinator import Coordinator
 from raykv.cluster.rounds import READ_ATTEMPTS
 from raykv.cluster.transport import Transport
-from raykv.cluster.vclock import decode_siblings, encode_siblings, merged_context
+from raykv.cluster.codec import decode_siblings, encode_siblings
+from raykv.cluster.vclock import merged_context
 from raykv.errors import NodeUnavailable, QuorumNotReached
 
 CFG = StoreConfig(replicas=3, read_quorum=2, write_quorum=2, tokens_per_node=16)

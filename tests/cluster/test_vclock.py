@@ -7,9 +7,8 @@ import pickle
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from raykv.cluster.vclock import (
-    Order, Sibling, VClock, decode_siblings, encode_siblings, live, merged_context, next_dot, reconcile, sync,
-)
+from raykv.cluster.codec import decode_siblings, encode_siblings
+from raykv.cluster.vclock import Order, Sibling, VClock, live, merged_context, next_dot, reconcile, sync
 
 ACTORS = ["a", "b", "c", "d", "é-node"]
 

@@ -10,7 +10,8 @@ import ray
 import raykv
 from raykv.actors.client import get_manager
 from raykv.cluster.ring import NodeInfo, Ring
-from raykv.cluster.vclock import DotMinter, Sibling, decode_siblings, encode_siblings
+from raykv.cluster.codec import decode_siblings, encode_siblings
+from raykv.cluster.vclock import DotMinter, Sibling
 from tests.ray.conftest import wait_for
 
 pytestmark = pytest.mark.ray
