@@ -66,7 +66,10 @@ def demo(args) -> int:
     t_start = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="raykv-demo-")
     print(f"== starting Ray (embedded) and a {args.nodes}-node store, N=3 R=2 W=2, data in {tmp}")
-    ray.init(namespace="raykv", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+    # address="local": a Ray of its own, even when another cluster runs on this machine (the demo kills and
+    # restarts actors; it must never do that on someone else's cluster, nor fail to start beside one)
+    ray.init(address="local", namespace="raykv", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+             log_to_driver=False)
     kv = None
     try:
         kv = raykv.start(name="demo", nodes=args.nodes, replicas=3, read_quorum=2, write_quorum=2, data_dir=tmp)
