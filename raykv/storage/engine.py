@@ -225,35 +225,16 @@ class LSMStore(BackgroundWork):
         if not (set(map(type, keys)) == {bytes} and all(keys) and set(map(type, values)) == {bytes}):
             self.write_batch(list(zip(keys, values)))
             return
-        batch = list(zip(keys, values, itertools.repeat(0.0)))
-        group = self._sync_batch
-        if group:
-            self._arrive(1)
-        try:
-            with self._lock:
-                if self._mem.bytes >= self._limit:
-                    self._make_room()
-                base = self._seq + 1
-                self._seq = base + len(keys) - 1
-                wal = self._wal
-                ticket = wal.append_payload(W.encode_batch(base, batch))
-                if self._sync_always:
-                    wal.sync()
-                mem = self._mem
-                if not mem.put_new(keys, values, base):    # some key already in the memtable, or repeated
-                    mem.put_batch(batch, base)
-        finally:
-            if group:
-                self._arrive(-1)
-        if group:
-            wal.sync_to(ticket, self._arriving)
+        self._write(list(zip(keys, values, itertools.repeat(0.0))), new=(keys, values))
 
     def _expiry(self, ttl) -> float:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
             raise InvalidArgument(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         return self._clock() + float(ttl)
 
-    def _write(self, batch: list[tuple[bytes, bytes | None, float]]) -> None:
+    def _write(self, batch: list[tuple[bytes, bytes | None, float]], new: tuple | None = None) -> None:
+        """One WAL record for ``batch``, then the memtable, then the fsync policy. ``new`` = (keys, values) of a
+        blind batch given as two lists: tried first with ``Memtable.put_new`` (C-level loops)."""
         group = self._sync_batch
         if group:
             self._arrive(1)
@@ -267,7 +248,9 @@ class LSMStore(BackgroundWork):
                 ticket = wal.append_payload(W.encode_batch(base, batch))
                 if self._sync_always:
                     wal.sync()
-                self._mem.put_batch(batch, base)
+                mem = self._mem
+                if new is None or not mem.put_new(*new, base):    # some key already in the memtable, or repeated
+                    mem.put_batch(batch, base)
         finally:
             if group:
                 self._arrive(-1)
