@@ -245,25 +245,25 @@ class StorageNode:
     def serve(self, method: str, *args):
         """The data RPCs (``SERVED``) run synchronously, in the caller's thread: they never await, and the
         backend and ``write_lock`` make them safe beside ``tick()``. A threaded actor calls this directly."""
-        if method == "put_encoded":
-            return self._accept_writes(args[0], decode_siblings, self.apply_local_encoded)
-        if method == "get_encoded":
-            return self._get_encoded(args[0])
-        if method == "put_batch":
-            return self._accept_writes(args[0], list, self.apply_local)
-        if method == "get_batch":
-            return self._get_batch(args[0])
-        raise ValueError(f"{method!r} is not a synchronous RPC")
+        if method not in self.SERVED:
+            raise ValueError(f"{method!r} is not a synchronous RPC")
+        return getattr(self, "_" + method)(*args)
 
     async def rpc_put_batch(self, items: list) -> list:
         """items: [(key, [Sibling,...]) or (key, [Sibling,...], hint_target), ...] -> per-item bool.
         A node that has left the ring refuses writes (NodeUnavailable): the sender retries elsewhere."""
+        return self._put_batch(items)
+
+    def _put_batch(self, items: list) -> list:
         return self._accept_writes(items, list, self.apply_local)
 
     async def rpc_put_encoded(self, items: list) -> list:
         """``put_batch`` with each sibling set encoded (``codec.encode_siblings``): items are ``(key, bytes)``
         or ``(key, bytes, hint_target)``; per-item bool. What coordinators send: bytes pickle at C speed and a
         new key is stored without a decode/encode round trip (``apply_local_encoded``)."""
+        return self._put_encoded(items)
+
+    def _put_encoded(self, items: list) -> list:
         return self._accept_writes(items, decode_siblings, self.apply_local_encoded)
 
     def _accept_writes(self, items: list, as_siblings, apply) -> list:
@@ -304,10 +304,7 @@ class StorageNode:
         return self._get_encoded(keys)
 
     def _get_encoded(self, keys: list[bytes]) -> list:
-        self._require_started()
-        self.counters["ops"] += 1
-        self.counters["gets"] += len(keys)
-        self._fg_keys += len(keys)
+        self._count_reads(keys)
         return self.backend.get_many_encoded(keys)     # one engine view for the batch (LSM backend)
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
@@ -315,11 +312,15 @@ class StorageNode:
         return self._get_batch(keys)
 
     def _get_batch(self, keys: list[bytes]) -> list:
+        self._count_reads(keys)
+        return [self.backend.get(k) for k in keys]
+
+    def _count_reads(self, keys: list[bytes]) -> None:
+        """The read intake both get RPCs share: started check and counters."""
         self._require_started()
         self.counters["ops"] += 1
         self.counters["gets"] += len(keys)
         self._fg_keys += len(keys)
-        return [self.backend.get(k) for k in keys]
 
     async def rpc_gossip(self, view: list) -> list:
         """Merge the caller's membership view, return ours."""
