@@ -7,11 +7,28 @@ import asyncio
 import pytest
 
 from raykv.cluster.ring import key_token
+from raykv.cluster.transport import Transport
 from raykv.cluster.vclock import Sibling, VClock
 from raykv.errors import InvalidArgument
 from raykv.sim.simulation import SIM_CONFIG, Simulation
 
 NO_AE = SIM_CONFIG.with_(anti_entropy_interval=1e9)
+
+
+class Idle(Transport):
+    """A transport for a node driven by hand: it never sends anything."""
+
+    async def call(self, node_id, method, *args, timeout):
+        raise AssertionError("no calls expected")
+
+    def now(self):
+        return 0.0
+
+    async def sleep(self, seconds):
+        pass
+
+    def spawn(self, coro):
+        coro.close()
 
 
 def sib(actor, n, value=b"v", ctx=None):
@@ -282,21 +299,7 @@ def test_encoded_rpcs_over_the_lsm_backend_match_the_memory_backend(tmp_path):
     from raykv.cluster.lsm_backend import LSMBackend
     from raykv.cluster.memory_backend import MemoryBackend
     from raykv.cluster.node import StorageNode
-    from raykv.cluster.transport import Transport
     from raykv.cluster.codec import decode_siblings, encode_siblings
-
-    class Idle(Transport):
-        async def call(self, node_id, method, *args, timeout):
-            raise AssertionError("no calls expected")
-
-        def now(self):
-            return 0.0
-
-        async def sleep(self, seconds):
-            pass
-
-        def spawn(self, coro):
-            coro.close()
 
     lsm = LSMBackend(str(tmp_path / "lsm"), fsync="never", memtable_bytes=16 << 10)
     nodes = [StorageNode("n0", b, Idle(), NO_AE) for b in (lsm, MemoryBackend())]
@@ -335,18 +338,7 @@ def test_data_rpcs_served_from_many_threads_lose_no_concurrent_sibling(tmp_path)
 
     from raykv.cluster.lsm_backend import LSMBackend
     from raykv.cluster.node import StorageNode
-    from raykv.cluster.transport import Transport
     from raykv.cluster.codec import decode_siblings, encode_siblings
-
-    class Idle(Transport):
-        async def call(self, node_id, method, *args, timeout):
-            raise AssertionError("no calls expected")
-
-        def now(self):
-            return 0.0
-
-        async def sleep(self, seconds):
-            pass
 
     backend = LSMBackend(str(tmp_path / "lsm"), fsync="never")
     node = StorageNode("n0", backend, Idle(), NO_AE)
