@@ -20,7 +20,10 @@ from .vclock import Sibling
 
 class VersionedBackend(abc.ABC):
     """Sibling sets per key, hints per target node, small metadata; every method is synchronous and durable on return
-    (subject to the backend's fsync policy)."""
+    (subject to the backend's fsync policy), except the ``*_deferred`` writes: they return once the write is
+    visible, with a ticket that ``wait_durable`` turns into durability (the storage node waits after releasing
+    its write lock, so concurrent writers share one fsync). By default the deferred writes are the durable ones
+    and the ticket is None."""
 
     @abc.abstractmethod
     def get(self, key: bytes) -> list[Sibling]:
@@ -63,6 +66,21 @@ class VersionedBackend(abc.ABC):
         if pending:
             self.put_many_encoded(list(pending.items()))
         return len(pending)
+
+    def put_many_deferred(self, items: list[tuple[bytes, list[Sibling]]]):
+        """``put_many`` that may return before the batch is durable; returns a ticket for ``wait_durable``
+        (None: durable already). Reads see the batch on return. Default: ``put_many``, None."""
+        self.put_many(items)
+        return None
+
+    def merge_many_encoded_deferred(self, items, merge) -> tuple[int, object]:
+        """``merge_many_encoded`` that may return before the write is durable: (keys written, ticket for
+        ``wait_durable``). Default: ``merge_many_encoded``, ticket None."""
+        return self.merge_many_encoded(items, merge), None
+
+    def wait_durable(self, ticket) -> None:
+        """Return once the deferred write that gave ``ticket`` is durable per the fsync policy (None: at once).
+        Call it without holding locks other writers need. Default: no-op (writes are durable on return)."""
 
     @abc.abstractmethod
     def remove(self, key: bytes) -> None:

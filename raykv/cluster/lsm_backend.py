@@ -14,7 +14,9 @@ keys outside the arc. Same idea as riak_kv's eleveldb backend
 ranged) and Cassandra's token-ordered partitioner.
 
 Durability follows the engine's ``fsync`` policy; ``put_many`` is one
-``write_batch`` (one WAL record, atomic). Sibling lists are stored as the
+``write_batch`` (one WAL record, atomic). The ``*_deferred`` writes append
+with ``durable=False`` and hand back the engine's ticket: ``wait_durable``
+is ``LSMStore.wait_durable`` (group commit). Sibling lists are stored as the
 compact binary encoding of ``vclock``, never pickle.
 """
 
@@ -91,6 +93,13 @@ class LSMBackend(VersionedBackend):
         bytes to store, or None to leave the key as it is. Returns keys written. Cost: one engine ``get_many`` and one
         WAL record; each engine key is built once (``get_encoded`` per key + ``put_many_encoded`` built it twice).
         When no key is held and none repeats, the merged values go to ``LSMStore.put_many`` as a list."""
+        written, ticket = self.merge_many_encoded_deferred(items, merge)
+        self.wait_durable(ticket)
+        return written
+
+    def merge_many_encoded_deferred(self, items, merge) -> tuple[int, object]:
+        """``merge_many_encoded`` without the fsync wait: (keys written, engine ticket for ``wait_durable``).
+        Same cost, minus the wait."""
         dkeys = [data_key(item[0]) for item in items]
         stored = self.db.get_many(dkeys)
         if not any(stored) and len(set(dkeys)) == len(dkeys):
@@ -99,9 +108,7 @@ class LSMBackend(VersionedBackend):
             news = list(map(merge, itertools.repeat(None), map(itemgetter(1), items)))
             if None in news:
                 dkeys, news = [k for k, v in zip(dkeys, news) if v is not None], [v for v in news if v is not None]
-            if dkeys:
-                self.db.put_many(dkeys, news)
-            return len(dkeys)
+            return len(dkeys), (self.db.put_many(dkeys, news, durable=False) if dkeys else None)
         pending: dict[bytes, bytes] = {}
         for dk, item, held in zip(dkeys, items, stored):
             if dk in pending:
@@ -109,9 +116,11 @@ class LSMBackend(VersionedBackend):
             new = merge(held or None, item[1])
             if new is not None:
                 pending[dk] = new
-        if pending:
-            self.db.write_batch(list(pending.items()))
-        return len(pending)
+        return len(pending), (self.db.write_batch(list(pending.items()), durable=False) if pending else None)
+
+    def wait_durable(self, ticket) -> None:
+        """``LSMStore.wait_durable``: at most one group-commit fsync (shared with concurrent writers)."""
+        self.db.wait_durable(ticket)
 
     def put(self, key: bytes, siblings: list[Sibling]) -> None:
         if siblings:
@@ -121,8 +130,13 @@ class LSMBackend(VersionedBackend):
 
     def put_many(self, items: list[tuple[bytes, list[Sibling]]]) -> None:
         """One atomic ``write_batch`` (cost: one WAL record, one fsync under ``always``)."""
-        if items:
-            self.db.write_batch([(data_key(k), encode_siblings(s) if s else None) for k, s in items])
+        self.wait_durable(self.put_many_deferred(items))
+
+    def put_many_deferred(self, items: list[tuple[bytes, list[Sibling]]]):
+        """``put_many`` without the fsync wait: the engine ticket for ``wait_durable`` (None: nothing to wait for)."""
+        if not items:
+            return None
+        return self.db.write_batch([(data_key(k), encode_siblings(s) if s else None) for k, s in items], durable=False)
 
     def remove(self, key: bytes) -> None:
         self.db.delete(data_key(key))

@@ -93,7 +93,8 @@ class StorageNode:
         self._rounds = 0
         self._fg_keys = 0          # client keys (put/get RPCs) served since the last anti-entropy decision
         # Every read-merge-write of the backend holds this lock: a threaded actor serves the data RPCs
-        # (``serve``) in several threads beside the event loop that runs ``tick()``. Never held across an await.
+        # (``serve``) in several threads beside the event loop that runs ``tick()``. Never held across an await,
+        # nor across the fsync wait of a write (``apply_local*``: append under the lock, wait after it).
         self.write_lock = threading.RLock()
         self._ae_deferred = 0
 
@@ -209,8 +210,12 @@ class StorageNode:
 
     # ------------------------------------------------------------------ local writes
     def apply_local(self, items, merge: bool = True) -> int:
-        """Reconcile ``(key, siblings[, ...])`` items into the backend in one batch; returns keys changed."""
+        """Reconcile ``(key, siblings[, ...])`` items into the backend in one batch; returns keys changed.
+        Durable on return (per the backend's fsync policy). ``write_lock`` covers the read-merge-append only:
+        the fsync wait (``backend.wait_durable``) comes after it is released, so concurrent writers of this
+        node append meanwhile and share that fsync (group commit)."""
         pending: dict[bytes, list] = {}
+        ticket = None
         with self.write_lock:
             for item in items:
                 key, sibs = item[0], item[1]
@@ -219,18 +224,22 @@ class StorageNode:
                 if new != cur:
                     pending[key] = new
             if pending:
-                self.backend.put_many(list(pending.items()))
+                ticket = self.backend.put_many_deferred(list(pending.items()))
+        self.backend.wait_durable(ticket)
         if pending:
             self.counters["keys_written"] += len(pending)
         return len(pending)
 
     def apply_local_encoded(self, items) -> int:
         """``apply_local`` for ``(key, encoded siblings[, ...])`` items (``codec.encode_siblings`` of a canonical
-        set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed.
-        Cost: one engine read per key (``backend.merge_many_encoded``; batched by the LSM backend: one engine view,
-        each engine key built once), plus a decode/sync/encode per key that needs a merge."""
+        set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed;
+        durable on return, the fsync wait outside ``write_lock`` as in ``apply_local``.
+        Cost: one engine read per key (``backend.merge_many_encoded_deferred``; batched by the LSM backend: one
+        engine view, each engine key built once), plus a decode/sync/encode per key that needs a merge, plus at
+        most one fsync (shared with the node's concurrent writers under fsync="batch")."""
         with self.write_lock:
-            written = self.backend.merge_many_encoded(items, merge_encoded)
+            written, ticket = self.backend.merge_many_encoded_deferred(items, merge_encoded)
+        self.backend.wait_durable(ticket)
         if written:
             self.counters["keys_written"] += written
         return written
@@ -269,7 +278,9 @@ class StorageNode:
     def _accept_writes(self, items: list, as_siblings, apply) -> list:
         """The write intake both put RPCs share: an item naming another node as hint target is kept as a
         durable hint (False when the hint store is full), the rest go to ``apply`` as one batch of
-        ``(key, payload)``; per-item ack."""
+        ``(key, payload)``; per-item ack, sent only once the write is durable per the fsync policy. ``apply``
+        (``apply_local*``) holds ``write_lock`` for the read-merge-append only, not for the fsync wait, so a
+        put arriving on another thread appends while this one waits, and both share one fsync."""
         self._require_started()
         if self.status_name == "left":
             raise NodeUnavailable(f"storage node {self.node_id} has left the ring")

@@ -46,6 +46,7 @@ _BATCH = F.WAL_TYPE_BATCH
 _KPUT = F.KIND_PUT
 _ONE_SIZE = F.ONE_PUT.size
 FSYNC_POLICIES = ("always", "batch", "never")
+Ticket = tuple[W.WalWriter, int] | None   # what a write with durable=False returns (opaque): for wait_durable
 
 def _bad_key(key) -> RayKVError:
     if isinstance(key, (bytes, bytearray, memoryview, str)) and len(key) == 0:
@@ -63,9 +64,11 @@ class LSMStore(BackgroundWork):
     ``fsync``: "always" (one fsync per write, under the writer lock), "batch" (group commit:
     a write returns after the fsync of its group; concurrent writers share one fsync) or
     "never" (records reach the OS page cache at once; the last writes are lost on power loss,
-    not on a process crash). Memory: ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes``
-    + per-table index and bloom filter. ``max_flush_level``: a flushed table that overlaps no
-    table of levels 0..k goes straight to level k <= this (0: every flush lands in level 0).
+    not on a process crash). ``write_batch``/``put_many`` with ``durable=False`` split a write in
+    two: the append (visible at once) and ``wait_durable(ticket)`` (the fsync wait). Memory:
+    ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes`` + per-table index and bloom filter.
+    ``max_flush_level``: a flushed table that overlaps no table of levels 0..k goes straight to
+    level k <= this (0: every flush lands in level 0).
     """
 
     def __init__(self, path: str, fsync: str = "batch", memtable_bytes: int = 4 << 20,
@@ -191,9 +194,14 @@ class LSMStore(BackgroundWork):
             raise _bad_key(key)
         self._write([(key, None, 0.0)])
 
-    def write_batch(self, items: Iterable[tuple]) -> None:
+    def write_batch(self, items: Iterable[tuple], *, durable: bool = True) -> Ticket:
         """Apply ``(key, value)`` pairs atomically (one WAL record); value None deletes. A third
-        element, if given, is a TTL in seconds for that item."""
+        element, if given, is a TTL in seconds for that item.
+
+        ``durable=True``: returns once the batch is durable per the fsync policy (and returns None).
+        ``durable=False`` (LevelDB's ``WriteOptions.sync = false``, made waitable): returns right after the
+        append, the batch visible to reads at once, with a ticket for ``wait_durable``; so a caller holding
+        a lock of its own can release it before the fsync wait and let other writers share that fsync."""
         batch = []
         append = batch.append
         for item in items:
@@ -210,31 +218,51 @@ class LSMStore(BackgroundWork):
             else:
                 append((key, value, self._expiry(item[2])))
         if batch:
-            self._write(batch)
+            return self._write(batch, wait=durable)
+        return None
 
-    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
-        """``write_batch(zip(keys, values))`` (puts without TTL; a None value deletes) given as two lists: one WAL
-        record, atomic.
+    def put_many(self, keys: list[bytes], values: list[bytes], *, durable: bool = True) -> Ticket:
+        """``write_batch(zip(keys, values), durable=durable)`` (puts without TTL; a None value deletes) given as two
+        lists: one WAL record, atomic; returns the same ticket.
         Keys and values are checked by C-level passes (a bad item falls back to ``write_batch``, which raises
         its usual error) and new keys go into the memtable by ``Memtable.put_new`` (C-level loops); with
         ``LSMBackend.merge_many_encoded``'s fast path 0.17 -> 0.09 us/item for the merge + validation steps."""
         if len(keys) != len(values):
             raise InvalidArgument("put_many needs as many values as keys")
         if not keys:
-            return
+            return None
         if not (set(map(type, keys)) == {bytes} and all(keys) and set(map(type, values)) == {bytes}):
-            self.write_batch(list(zip(keys, values)))
-            return
-        self._write(list(zip(keys, values, itertools.repeat(0.0))), new=(keys, values))
+            return self.write_batch(list(zip(keys, values)), durable=durable)
+        return self._write(list(zip(keys, values, itertools.repeat(0.0))), new=(keys, values), wait=durable)
+
+    def wait_durable(self, ticket: Ticket) -> None:
+        """Return once the write that gave ``ticket`` (``write_batch``/``put_many`` with ``durable=False``) is
+        durable per the fsync policy; None returns at once. Any thread, any number of times, no lock held.
+
+        fsync="batch": group commit (``WalWriter.sync_to``): the first waiter fsyncs every byte appended so far
+        and the writers that appended meanwhile share it, so the cost is at most one fsync, often a share of
+        one. A ticket names its ``WalWriter``: if the memtable rotated since the append, the old log was
+        fsynced when it was closed, and the wait returns at once. An fsync error raises ``OSError`` here (the
+        write must not be acknowledged). "always" synced in the append and "never" never syncs: their
+        tickets are None."""
+        if ticket is not None:
+            wal, end = ticket
+            wal.sync_to(end, self._arriving)
 
     def _expiry(self, ttl) -> float:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
             raise InvalidArgument(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         return self._clock() + float(ttl)
 
-    def _write(self, batch: list[tuple[bytes, bytes | None, float]], new: tuple | None = None) -> None:
+    def _write(self, batch: list[tuple[bytes, bytes | None, float]], new: tuple | None = None,
+               wait: bool = True) -> Ticket:
         """One WAL record for ``batch``, then the memtable, then the fsync policy. ``new`` = (keys, values) of a
-        blind batch given as two lists: tried first with ``Memtable.put_new`` (C-level loops)."""
+        blind batch given as two lists: tried first with ``Memtable.put_new`` (C-level loops).
+
+        fsync="always" syncs under the writer lock, whatever ``wait``. fsync="batch": ``wait`` waits for the
+        group commit here and returns None; ``wait=False`` returns the ticket ``(wal, end offset)`` for
+        ``wait_durable`` instead. Either way the writer counts as arriving (``_arriving``: a group leader
+        yields for it) only until its append is done. fsync="never": None."""
         group = self._sync_batch
         if group:
             self._arrive(1)
@@ -254,11 +282,16 @@ class LSMStore(BackgroundWork):
         finally:
             if group:
                 self._arrive(-1)
-        if group:
+        if not group:
+            return None
+        if wait:
             wal.sync_to(ticket, self._arriving)
+            return None
+        return wal, ticket
 
     def _arrive(self, delta: int) -> None:
-        """Count batch-mode writers between entering the write path and reaching ``sync_to``."""
+        """Count batch-mode writers between entering the write path and finishing their append (then they wait
+        in ``sync_to`` at once, or later through ``wait_durable``: either way the group leader need not wait)."""
         with self._arrivals_lock:
             self._arrivals += delta
 

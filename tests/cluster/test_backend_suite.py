@@ -328,7 +328,7 @@ def test_lsm_put_many_is_one_atomic_batch(tmp_path, monkeypatch):
     try:
         calls = []
         real = b.db.write_batch
-        monkeypatch.setattr(b.db, "write_batch", lambda ops: (calls.append(len(ops)), real(ops)))
+        monkeypatch.setattr(b.db, "write_batch", lambda ops, **kw: (calls.append(len(ops)), real(ops, **kw))[1])
         b.put_many([(b"a", [sib("a", 1)]), (b"b", [sib("a", 1)]), (b"c", [sib("a", 1)])])
         assert calls == [3]
     finally:
@@ -358,6 +358,23 @@ def test_encoded_access_matches_the_decoded_api(backend):
     assert decode_siblings(backend.get_encoded(b"j")) == backend.get(b"j")
     backend.put_many_encoded([(b"k", None)])                     # no siblings: the key is gone
     assert backend.get(b"k") == [] and backend.get_encoded(b"k") is None
+
+
+def test_deferred_writes_are_visible_at_once_and_waitable(backend):
+    """put_many_deferred / merge_many_encoded_deferred (what the node's put path runs under its write lock) write
+    like put_many / merge_many_encoded, visible on return; wait_durable of their ticket (None included) returns."""
+    from raykv.cluster.codec import encode_siblings
+    from raykv.cluster.node import merge_encoded
+    a, b = sib("a", 1, b"x"), sib("b", 1, b"y")
+    ticket = backend.put_many_deferred([(b"k", [a])])
+    assert backend.get(b"k") == [a]
+    backend.wait_durable(ticket)
+    written, ticket = backend.merge_many_encoded_deferred([(b"k", encode_siblings([b])), (b"j", encode_siblings([a]))],
+                                                          merge_encoded)
+    assert written == 2 and backend.get(b"j") == [a] and {s.dot for s in backend.get(b"k")} == {a.dot, b.dot}
+    backend.wait_durable(ticket)
+    backend.wait_durable(None)
+    assert backend.put_many_deferred([]) is None
 
 
 def test_lsm_engine_keys_carry_the_ring_token(tmp_path):

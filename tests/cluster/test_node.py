@@ -368,3 +368,61 @@ def test_data_rpcs_served_from_many_threads_lose_no_concurrent_sibling(tmp_path)
     want = {(f"w{w}", i + 1) for w in range(writers - 1) for i in range(per)} | {("loop", i + 1) for i in range(per)}
     assert {s.dot for s in held} == want
     backend.close()
+
+
+@pytest.mark.parametrize("method", ["put_encoded", "put_batch"])
+def test_a_put_waiting_for_its_fsync_does_not_hold_the_write_lock(tmp_path, monkeypatch, method):
+    """fsync="batch": thread A's put blocks in the group-commit fsync; thread B's put of another key must still
+    get its append done meanwhile (read-merge-append under ``write_lock``, the fsync wait after it), so the two
+    can share an fsync. Both ack only once the fsync is over."""
+    import threading
+    import time
+
+    from raykv.cluster.codec import encode_siblings
+    from raykv.cluster.lsm_backend import LSMBackend
+    from raykv.cluster.node import StorageNode
+    from raykv.storage import wal as W
+
+    backend = LSMBackend(str(tmp_path / "lsm"), fsync="batch")
+    node = StorageNode("n0", backend, Idle(), NO_AE)
+    asyncio.run(node.start())
+    entered, release = threading.Event(), threading.Event()
+    real = W._fdatasync
+
+    def blocking_fdatasync(fd):
+        entered.set()
+        assert release.wait(10), "the test never released the fsync"
+        real(fd)
+    monkeypatch.setattr(W, "_fdatasync", blocking_fdatasync)
+
+    def item(key, actor):
+        s = sib(actor, 1, b"value-" + key)
+        return (key, encode_siblings([s]) if method == "put_encoded" else [s])
+
+    acks = {}
+
+    def put(key, actor):
+        acks[key] = node.serve(method, [item(key, actor)])
+
+    a = threading.Thread(target=put, args=(b"a", "x"), daemon=True)
+    b = threading.Thread(target=put, args=(b"b", "y"), daemon=True)
+    try:
+        a.start()
+        assert entered.wait(5), "A never reached its fsync"
+        b.start()
+        deadline = time.monotonic() + 5
+        while node.serve("get_encoded", [b"b"]) == [None] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert node.serve("get_encoded", [b"b"]) != [None], "B could not append while A waited for its fsync"
+        assert node.serve("get_encoded", [b"a"]) != [None]
+        b.join(0.1)
+        assert a.is_alive() and b.is_alive() and acks == {}, "a put acked before its fsync"
+    finally:
+        release.set()
+        a.join(10)
+        b.join(10)
+    assert acks == {b"a": [True], b"b": [True]}
+    wal = backend.db._wal
+    assert wal._synced == wal.written                 # everything acked is synced
+    monkeypatch.undo()
+    backend.close()

@@ -1,0 +1,101 @@
+"""Deferred durability: ``write_batch``/``put_many`` with ``durable=False`` append now, ``wait_durable`` fsyncs later.
+
+What the storage node relies on to release its write lock before the group-commit wait: the append is visible
+at once, the wait returns only after an fsync covering it, a WAL rotation in between is harmless, and the
+"always" / "never" policies keep their meaning.
+"""
+
+import threading
+
+from raykv.storage import LSMStore
+from raykv.storage import wal as W
+
+
+def test_deferred_append_is_visible_at_once_and_durable_only_after_wait(tmp_path):
+    with LSMStore(tmp_path, fsync="batch") as db:
+        before = db.stats()["wal_fsyncs"]
+        ticket = db.write_batch([(b"a", b"1"), (b"b", b"2")], durable=False)
+        assert db.get(b"a") == b"1" and db.get(b"b") == b"2"
+        assert db.stats()["wal_fsyncs"] == before and db._wal._synced < db._wal.written   # not synced yet
+        assert db._arrivals == 0        # a writer that deferred its wait is no longer "arriving"
+        db.wait_durable(ticket)
+        assert db.stats()["wal_fsyncs"] == before + 1 and db._wal._synced == db._wal.written
+        db.wait_durable(ticket)         # waiting again costs nothing
+        assert db.stats()["wal_fsyncs"] == before + 1
+        ticket = db.put_many([b"c", b"d"], [b"3", b"4"], durable=False)
+        assert db.get_many([b"c", b"d"]) == [b"3", b"4"] and db.stats()["wal_fsyncs"] == before + 1
+        db.wait_durable(ticket)
+        assert db.stats()["wal_fsyncs"] == before + 2
+        assert db.write_batch([], durable=False) is None and db.put_many([], [], durable=False) is None
+        assert db.write_batch([(b"e", b"5")]) is None   # durable=True: durable on return, nothing to wait for
+        assert db._wal._synced == db._wal.written
+
+
+def test_wait_durable_returns_only_after_an_fsync_covering_the_append(tmp_path, monkeypatch):
+    """Two deferred appends, then two waiters: the first blocks in its fsync (which covers both records), the
+    second waits on it; neither returns before that fsync is over, and no second fsync is needed."""
+    with LSMStore(tmp_path, fsync="batch") as db:
+        entered, release = threading.Event(), threading.Event()
+        real = W._fdatasync
+
+        def blocking_fdatasync(fd):
+            entered.set()
+            assert release.wait(10), "test never released the fsync"
+            real(fd)
+        monkeypatch.setattr(W, "_fdatasync", blocking_fdatasync)
+        t1 = db.write_batch([(b"a", b"1")], durable=False)
+        t2 = db.put_many([b"b"], [b"2"], durable=False)
+        done = []
+        waiters = [threading.Thread(target=lambda t=t: (db.wait_durable(t), done.append(t)), daemon=True)
+                   for t in (t1, t2)]
+        try:
+            waiters[0].start()
+            assert entered.wait(5)
+            waiters[1].start()
+            waiters[1].join(0.2)
+            assert done == [] and db._wal._synced < db._wal.written
+        finally:
+            release.set()
+        for w in waiters:
+            w.join(10)
+        assert len(done) == 2 and not any(w.is_alive() for w in waiters)
+        assert db._wal.fsyncs == 1 and db._wal._synced == db._wal.written
+
+
+def test_wait_after_a_wal_rotation_returns_at_once(tmp_path):
+    """The ticket names its WalWriter: a rotation closes (and fsyncs) the old log, so the wait has nothing left to do."""
+    with LSMStore(tmp_path, fsync="batch", memtable_bytes=4096, auto_compact=False) as db:
+        ticket = db.write_batch([(b"big", b"x" * 8192)], durable=False)
+        old = db._wal
+        assert old._synced < old.written
+        db.put(b"next", b"y")                  # the memtable is full: rotate (old log closed with an fsync)
+        assert db._wal is not old and old.fsyncs == 1
+        db.wait_durable(ticket)
+        assert old.fsyncs == 1 and old._synced == old.written
+        assert db.get(b"big") == b"x" * 8192
+    with LSMStore(tmp_path, fsync="batch") as db:
+        assert db.get(b"big") == b"x" * 8192 and db.get(b"next") == b"y"
+
+
+def test_wait_after_close_returns(tmp_path):
+    db = LSMStore(tmp_path, fsync="batch")
+    ticket = db.write_batch([(b"a", b"1")], durable=False)
+    db.close()                                 # close fsyncs the log
+    db.wait_durable(ticket)
+    with LSMStore(tmp_path) as db:
+        assert db.get(b"a") == b"1"
+
+
+def test_fsync_always_syncs_in_the_append_and_never_has_nothing_to_wait_for(tmp_path):
+    with LSMStore(tmp_path / "always", fsync="always") as db:
+        before = db._wal.fsyncs
+        ticket = db.write_batch([(b"a", b"1")], durable=False)
+        assert ticket is None and db._wal.fsyncs == before + 1 and db._wal._synced == db._wal.written
+        assert db.put_many([b"b"], [b"2"], durable=False) is None and db._wal.fsyncs == before + 2
+        db.wait_durable(ticket)
+        assert db._wal.fsyncs == before + 2
+    with LSMStore(tmp_path / "never", fsync="never") as db:
+        ticket = db.write_batch([(b"a", b"1")], durable=False)
+        assert ticket is None and db.get(b"a") == b"1"
+        db.wait_durable(ticket)
+        assert db._wal.fsyncs == 0
