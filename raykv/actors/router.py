@@ -250,7 +250,7 @@ class ClientRouter:
             late = {ref: entry for ref, entry in out.items() if entry[0] is rnd}
             if late:
                 self._late.append((rnd, late, timeout))      # deque: no lock, no wake-up of the daemon per read
-            elif len(rnd.keys) > 1 or len(rnd.replies[0]) > 1:
+            elif len(rnd.keys) > 1 or rnd.answered > 1:
                 if rnd.repair_plan():      # every replica answered already: usually identical, nothing to do
                     self._late.append((rnd, late, timeout))
         return result
@@ -267,9 +267,9 @@ class ClientRouter:
         with self.mu:
             if len(rounds) == 1:
                 rounds[0].finish()
-            elif any(t.decision() != "ok" for rnd in rounds for t in rnd.tallies):
+            elif any(rnd.tallies is not None and rnd.tallies.not_ok() for rnd in rounds):
                 self.coord.counters["quorum_failures"] += 1
-                raise_failed(op, [t for rnd in rounds for t in rnd.tallies])
+                raise_failed(op, rounds)
 
     def _drain_late(self) -> None:
         """Daemon thread, every ``LATE_EVERY`` s: feed the replies that came after their read's quorum (one

@@ -36,6 +36,7 @@ from .config import StoreConfig
 from .membership import Membership
 from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
+from .codec import encode_blind_many, encode_siblings
 from .rounds import ReadRound, WriteRound
 from .transport import Transport
 from .vclock import DotMinter, Sibling, VClock, live, reconcile
@@ -180,30 +181,33 @@ class Coordinator:
         """A write round for one key (value None = delete) and the new version's clock. No I/O."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         sib = self._mint(key, value, context, ttl)
-        return self._round(WriteRound, "put", [(key, sib)], q), sib.clock
+        return self._round(WriteRound, "put", [key], [encode_siblings([sib])], q=q), sib.clock
 
     def plan_put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                       consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
-        """A write round of blind writes (each a new sibling) and {key: new clock}. No I/O."""
+        """A write round of blind writes (each a new sibling with an empty context) and {key: new clock}. No I/O.
+        Dots are minted and siblings encoded in one pass each (``DotMinter.mint_blind``,
+        ``codec.encode_blind_many``): no ``Sibling`` object is built."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         now = self.transport.now()
-        expires = (now + ttl) if ttl is not None else None
-        empty, mint = VClock(), self.minter.mint
-        entries = [(key, Sibling(mint(key, None), empty, value, now, expires)) for key, value in items]
-        if entries:
-            self.last_dot = entries[-1][1].dot
+        keys = [k for k, _ in items]
+        dots = self.minter.mint_blind(keys)
+        if dots:
+            self.last_dot = dots[-1]
+        blobs = encode_blind_many(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None)
         # a blind write's clock is just its dot: built directly, not by VClock.add on an empty context
-        clocks = {key: VClock._raw({sib.dot[0]: sib.dot[1]}, {sib.dot[0]: now}) for key, sib in entries}
-        return self._round(WriteRound, "put_many", entries, q), clocks
+        raw = VClock._raw
+        clocks = {key: raw({a: n}, {a: now}) for key, (a, n) in zip(keys, dots)}
+        return self._round(WriteRound, "put_many", keys, blobs, q=q), clocks
 
     def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,
                   consistency: str | None = None) -> ReadRound:
         """A read round over distinct ``keys``. No I/O."""
         q = read_quorum(self.config, r, consistency, self.config.local_datacenter)
-        return self._round(ReadRound, op, keys, q)
+        return self._round(ReadRound, op, keys, q=q)
 
-    def _round(self, cls, op: str, what: list, q: Quorum):
-        rnd = cls(op, what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
+    def _round(self, cls, op: str, *what, q: Quorum):
+        rnd = cls(op, *what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
         rnd.max_payload = getattr(self.transport, "max_payload", None)
         return rnd
 

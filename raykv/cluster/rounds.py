@@ -22,15 +22,24 @@ because a larger argument or result goes through the object store and costs
 about 2.5x more per call, measured): a node's share is then split into
 several calls. Cost: O(keys x N) to plan; O(keys in the reply) per reply; no per-key work
 once a key is decided, and an O(1) "decided?" check.
+
+Bulk requests are what the constant factors are for: a 1,000-key ``put_many`` is planned and counted in
+about 3 ms of driver CPU. Keys are grouped by preference list (keys of one ring segment share the ring's
+cached tuple), so a node's share grows by C-level list extends; each (key, replica) pair is one int, a
+*slot* (``quorum.SLOT_BITS``), and a reply credits its slots to ``quorum.KeyTallies`` in one loop, with
+no object per key. Measured on the bench's 1,000-key batches: driver main-thread CPU per ``put_many``
+12-13 -> 5.5-6 ms, per ``get_many`` 5.5-7.7 -> 3.9-4.6 ms (``Tally`` per key before).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Callable
 
 from .config import StoreConfig
 from .membership import Membership
-from .quorum import Quorum, Tally, read_repair_plan, tally
+from .quorum import POS_MASK, SLOT_BITS, KeyTallies, Quorum, read_repair_plan
 from .codec import decode_siblings, encode_siblings
 from .vclock import Sibling, live, reconcile
 from ..errors import QuorumNotReached
@@ -64,17 +73,48 @@ def merge_encoded(blobs) -> list[Sibling]:
     return reconcile(*(decode_siblings(b) for b in distinct))
 
 
-def raise_failed(op: str, tallies: list) -> None:
-    """``QuorumNotReached`` naming the first key whose quorum was not met (and how many failed), if any."""
-    bad = [t for t in tallies if t.decision() != "ok"]
+def raise_failed(op: str, rounds: list) -> None:
+    """``QuorumNotReached`` naming the first key (over ``rounds``) whose quorum was not met, and how many failed."""
+    bad = [(rnd.tallies, i) for rnd in rounds if rnd.tallies is not None for i in rnd.tallies.not_ok()]
     if bad:
-        t = bad[0]
-        detail = t.missing() + (f"; {len(bad)} of {len(tallies)} keys failed" if len(tallies) > 1 else "")
-        raise QuorumNotReached(op, t.acked, t.quorum.required, len(t.replicas), detail)
+        t, i = bad[0]
+        total = sum(len(rnd.tallies) for rnd in rounds if rnd.tallies is not None)
+        detail = t.missing(i) + (f"; {len(bad)} of {total} keys failed" if total > 1 else "")
+        raise QuorumNotReached(op, t.acks(i), t.required, len(t.prefs[i]), detail)
+
+
+def _group(prefs: list[tuple]) -> dict[tuple, list[int]]:
+    """{preference list: indices of the keys that have it}: keys of one ring segment share one."""
+    by: dict[tuple, list[int]] = {}
+    for i, p in enumerate(prefs):
+        g = by.get(p)
+        if g is None:
+            by[p] = [i]
+        else:
+            g.append(i)
+    return by
+
+
+def _fan(prefs: list[tuple], keep: Callable[[str], bool] | None = None) -> tuple[dict, list]:
+    """Each key to every replica of its preference list: ({node: (key indices, slots)}, [(i, j, node) of the
+    replicas ``keep`` rejected]). Grouped by preference list, so the per-node lists grow by C-level extends."""
+    groups: dict[str, tuple[list, list]] = {}
+    rejected = []
+    for p, idx in _group(prefs).items():
+        for j, node in enumerate(p):
+            if keep is not None and not keep(node):
+                rejected.extend((i, j, node) for i in idx)
+                continue
+            g = groups.get(node)
+            if g is None:
+                g = groups[node] = ([], [])
+            g[0].extend(idx)
+            g[1].extend([i << SLOT_BITS | j for i in idx])
+    return groups, rejected
 
 
 class _Round:
-    """What reads and writes share: the view they were planned on, outstanding calls, decision counter."""
+    """What reads and writes share: the view they were planned on, outstanding calls, the keys' tallies."""
 
     def __init__(self, op: str, q: Quorum, membership: Membership, config: StoreConfig, now: float,
                  counters: dict, on_failure: Callable[[str], None]) -> None:
@@ -82,10 +122,14 @@ class _Round:
         self.counters, self.on_failure = counters, on_failure
         self.up = Liveness(membership, now)
         self.dc_of = membership.datacenter_of()
-        self.tallies: list[Tally] = []
-        self.undecided = 0          # keys whose tally still says "wait"
+        self.tallies: KeyTallies | None = None    # set by start()
         self.outstanding = 0        # calls sent and not answered yet
         self.max_payload: int | None = None    # bytes per message, set by the driver from its transport
+
+    @property
+    def undecided(self) -> int:
+        """Keys whose quorum is neither met nor lost yet."""
+        return self.tallies.undecided if self.tallies is not None else 0
 
     @property
     def decided(self) -> bool:
@@ -95,9 +139,9 @@ class _Round:
     def wanted(self) -> int:
         """A lower bound on the replies still needed to decide (at least 1): lets a driver wait for that many
         at once (``ray.wait(num_returns=...)``). Exact for one key in count mode; 1 otherwise."""
-        if len(self.tallies) == 1 and self.q.mode == "count":
-            t = self.tallies[0]
-            return max(1, self.q.required - t.acked)
+        t = self.tallies
+        if t is not None and len(t) == 1 and self.q.mode == "count":
+            return max(1, t.required - t.acks(0))
         return 1
 
     @property
@@ -111,144 +155,154 @@ class _Round:
 
     def finish(self) -> None:
         """Raise ``QuorumNotReached`` if some key's quorum was not met."""
-        if any(t.decision() != "ok" for t in self.tallies):
+        if self.tallies is not None and self.tallies.not_ok():
             self.counters["quorum_failures"] += 1
-            raise_failed(self.op, self.tallies)
+            raise_failed(self.op, [self])
 
 
 class WriteRound(_Round):
-    """One write request: ``entries`` are (key, new Sibling); every replica gets the key's encoded sibling."""
+    """One write request: ``keys[i]`` gets the encoded sibling set ``blobs[i]`` (its new version) on every replica.
 
-    def __init__(self, op: str, entries: list[tuple[bytes, Sibling]], q: Quorum, membership: Membership,
+    A call's tag is ``(node, slots, hinted)``; ``slots`` None marks a best-effort copy to a pending owner."""
+
+    def __init__(self, op: str, keys: list[bytes], blobs: list[bytes], q: Quorum, membership: Membership,
                  config: StoreConfig, now: float, counters: dict, on_failure: Callable[[str], None]) -> None:
         super().__init__(op, q, membership, config, now, counters, on_failure)
-        self.entries = entries
-        self.blobs = [encode_siblings([sib]) for _key, sib in entries]
-        self.plain = [(key, blob) for (key, _sib), blob in zip(entries, self.blobs)]   # shared by every payload
-        self.used: list[set | None] = []           # per key: replicas and fallbacks already tried (lazily)
-        self.reroutes: dict[tuple[int, str], int] = {}
+        self.keys, self.blobs = keys, blobs
+        self.plain = list(zip(keys, blobs))        # (key, blob) items, shared by every payload
+        self.used: dict[int, set] = {}             # key index -> replicas and fallbacks already tried
+        self.reroutes: dict[int, int] = {}         # slot -> times its write was re-routed
+        self._sizes: list[int] | None = None
         counters["ops"] += 1
         counters["puts"] += 1
-        counters["keys_written"] += len(entries)
+        counters["keys_written"] += len(keys)
 
-    def route(self, key: bytes, replica: str, used: set) -> tuple[str | None, str | None]:
-        """(target, hint): the next healthy fallback of ``key`` not in ``used``, with a hint naming ``replica``;
-        one in ``replica``'s datacenter first (a hint held elsewhere does not count for ``local_quorum``)."""
+    def route(self, i: int, replica: str) -> str | None:
+        """The next healthy fallback of key ``i`` not tried yet, to hold a hint for ``replica``; one in
+        ``replica``'s datacenter first (a hint held elsewhere does not count for ``local_quorum``)."""
+        used = self.used.get(i)
+        if used is None:
+            used = self.used[i] = set(self.tallies.prefs[i])
         ring = self.m.ring("read")
-        fallbacks = ring.fallbacks(key, self.config.replicas, used, self.config.dc_replicas)
+        fallbacks = ring.fallbacks(self.keys[i], self.config.replicas, used, self.config.dc_replicas)
         dc = self.dc_of.get(replica)
         for f in sorted(fallbacks, key=lambda f: self.dc_of.get(f) != dc):     # stable: ring order within each
             if self.up[f]:
                 used.add(f)
-                return f, replica
-        return None, None
+                return f
+        return None
+
+    def _reroute(self, slot: int, groups: dict) -> bool:
+        """Send ``slot``'s write to a hinted fallback (added to ``groups``), or fail the slot if none is left."""
+        i = slot >> SLOT_BITS
+        target = self.route(i, self.tallies.prefs[i][slot & POS_MASK])
+        if target is None:
+            self.tallies.report(slot, False)
+            return False
+        self.counters["sloppy_writes"] += 1
+        g = groups.get(target)
+        if g is None:
+            g = groups[target] = ([], [])
+        g[0].append(i)
+        g[1].append(slot)
+        return True
 
     def start(self) -> list[Send]:
         """Plan: each key to its preference list, a replica believed down replaced by a hinted fallback;
         nodes that will own the key after a pending join/leave get a best-effort, uncounted copy."""
-        cfg, m, up = self.config, self.m, self.up
+        cfg, m = self.config, self.m
         read_ring, future_ring = m.ring("read"), m.ring("future")
-        pending_owners = future_ring is not read_ring
         n, dcr = cfg.replicas, cfg.dc_replicas
-        groups: dict[str, list] = {}
-        self.undecided = len(self.entries)
-        for i, (key, _sib) in enumerate(self.entries):
-            pref = read_ring.preference_list(key, n, dcr)
-            t = tally(self.q, pref, self.dc_of)
-            self.tallies.append(t)
-            self.used.append(None)
-            for r in pref:
-                if up[r]:
-                    target, hint = r, None
-                else:
-                    if self.used[i] is None:
-                        self.used[i] = set(pref)
-                    target, hint = self.route(key, r, self.used[i])
-                if target is None:
-                    t.fail(r)
-                    continue
-                self.counters["sloppy_writes"] += hint is not None
-                groups.setdefault(target, []).append((i, r, hint))
-            if t.decision() != "wait":
-                self.undecided -= 1
-            if pending_owners:
-                for extra in future_ring.preference_list(key, n, dcr):
-                    if extra not in pref:
-                        groups.setdefault(extra, []).append((i, None, None))
-        return self._sends(groups)
+        prefs = read_ring.preference_tuples(self.keys, n, dcr)
+        self.tallies = KeyTallies(self.q, prefs, self.dc_of)
+        direct, down = _fan(prefs, self.up.__getitem__)
+        hinted: dict[str, tuple[list, list]] = {}
+        for i, j, _node in down:
+            self._reroute(i << SLOT_BITS | j, hinted)
+        sends = self._sends(direct, False) + self._sends(hinted, True)
+        if future_ring is not read_ring:
+            extra: dict[str, tuple[list, None]] = {}
+            for i, fp in enumerate(future_ring.preference_tuples(self.keys, n, dcr)):
+                for node in fp:
+                    if node not in prefs[i]:
+                        extra.setdefault(node, ([], None))[0].append(i)
+            sends += self._sends(extra, False)
+        return sends
 
-    def _sends(self, groups: dict[str, list]) -> list[Send]:
+    def _sends(self, groups: dict[str, tuple[list, list | None]], hinted: bool) -> list[Send]:
         out = []
-        cap = self.max_payload
-        for node, slots in groups.items():
-            for part in (self._split(slots) if cap else (slots,)):
-                payload = [self.plain[i] if hint is None else (self.entries[i][0], self.blobs[i], hint)
-                           for i, _r, hint in part]
-                out.append((node, "put_encoded", payload, (node, part)))
+        keys, blobs, prefs = self.keys, self.blobs, self.tallies.prefs
+        for node, (idx, slots) in groups.items():
+            for lo, hi in self._cuts(idx):
+                part = idx[lo:hi]
+                part_slots = None if slots is None else slots[lo:hi]
+                if hinted:      # (key, blob, the replica the fallback holds it for)
+                    payload = [(keys[i], blobs[i], prefs[i][s & POS_MASK]) for i, s in zip(part, part_slots)]
+                else:
+                    payload = list(map(self.plain.__getitem__, part))
+                out.append((node, "put_encoded", payload, (node, part_slots, hinted)))
         self.outstanding += len(out)
         return out
 
-    def _split(self, slots: list) -> list[list]:
-        """``slots`` cut into runs whose payload stays under ``max_payload`` bytes (at least one item each)."""
-        parts, cur, size, cap, plain = [], [], 0, self.max_payload, self.plain
-        for slot in slots:
-            key, blob = plain[slot[0]]
-            n = len(key) + len(blob) + 24
-            if cur and size + n > cap:
-                parts.append(cur)
-                cur, size = [], 0
-            cur.append(slot)
-            size += n
-        parts.append(cur)
-        return parts
+    def _cuts(self, idx: list[int]) -> list[tuple[int, int]]:
+        """``idx`` cut into runs [lo, hi) whose payload stays under ``max_payload`` bytes (at least one item each)."""
+        cap = self.max_payload
+        if not cap:
+            return [(0, len(idx))]
+        if self._sizes is None:
+            self._sizes = [len(k) + len(b) + 24 for k, b in self.plain]
+        acc = list(accumulate(map(self._sizes.__getitem__, idx)))
+        cuts, lo, base = [], 0, 0
+        while lo < len(idx):
+            hi = max(lo + 1, bisect_right(acc, base + cap, lo))
+            cuts.append((lo, hi))
+            base, lo = acc[hi - 1], hi
+        return cuts
 
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
         """Credit acks to the intended replicas; re-route the failed share (at most ``WRITE_REROUTES`` times)."""
         self.outstanding -= 1
-        node, slots = tag
+        node, slots, hinted = tag
+        if slots is None:
+            return []                          # best-effort copy for a pending owner
+        t = self.tallies
+        if exc is None and not hinted and all(res):
+            t.ack_slots(slots)                 # the common reply: every item stored by its own replica
+            return []
         if exc is not None:
             self.failed_node(node)
-        q, dc_of = self.q, self.dc_of
-        regroup: dict[str, list] = {}
-        for j, (i, r, hint) in enumerate(slots):
-            if r is None:
-                continue                       # best-effort copy for a pending owner
-            t = self.tallies[i]
-            waiting = t.decision() == "wait"
-            if exc is None and res[j]:
-                if hint is not None and q.mode != "count" and dc_of.get(node) != dc_of.get(r):
-                    t.fail(r)                  # a hint held in another datacenter: stored, but it does not
-                else:                          # count towards r's datacenter (Cassandra's rule for *_QUORUM)
-                    t.ack(r)
-                if waiting and t.decision() != "wait":
-                    self.undecided -= 1
+        count, dc_of, prefs = self.q.mode == "count", self.dc_of, t.prefs
+        regroup: dict[str, tuple[list, list]] = {}
+        for k, s in enumerate(slots):
+            if exc is None and res[k]:
+                # a hint held in another datacenter is stored, but does not count towards its replica's
+                # datacenter (Cassandra's rule for *_QUORUM)
+                t.report(s, count or not hinted or dc_of.get(node) == dc_of.get(prefs[s >> SLOT_BITS][s & POS_MASK]))
                 continue
-            tries = self.reroutes.get((i, r), 0)
-            target = None
-            if tries < WRITE_REROUTES and waiting:
-                self.reroutes[(i, r)] = tries + 1
-                if self.used[i] is None:
-                    self.used[i] = set(t.replicas)
-                target, hint2 = self.route(self.entries[i][0], r, self.used[i])
-            if target is None:
-                t.fail(r)
-                if waiting and t.decision() != "wait":
-                    self.undecided -= 1
-            else:
-                self.counters["write_retries"] += 1
-                self.counters["sloppy_writes"] += hint2 is not None
-                regroup.setdefault(target, []).append((i, r, hint2))
-        return self._sends(regroup)
+            tries = self.reroutes.get(s, 0)
+            if tries < WRITE_REROUTES and t.decision(s >> SLOT_BITS) == "wait":
+                self.reroutes[s] = tries + 1
+                if self._reroute(s, regroup):
+                    self.counters["write_retries"] += 1
+                continue
+            t.report(s, False)
+        return self._sends(regroup, True)
+
+
+_MISSING = object()
 
 
 class ReadRound(_Round):
-    """One read request over ``keys`` (distinct): every replica asked, decided after R replies per key."""
+    """One read request over ``keys`` (distinct): every replica asked, decided after R replies per key.
+
+    A call's tag is ``(node, key indices, slots, attempt)``; replies are kept as they came (``chunks``),
+    still encoded, and looked at per key only in ``result()`` and ``repair_plan()``."""
 
     def __init__(self, op: str, keys: list[bytes], q: Quorum, membership: Membership, config: StoreConfig,
                  now: float, counters: dict, on_failure: Callable[[str], None]) -> None:
         super().__init__(op, q, membership, config, now, counters, on_failure)
         self.keys = keys
-        self.replies: list[dict[str, bytes | None]] = [{} for _ in keys]
+        self.chunks: list[tuple[str, list[int], list]] = []    # (node, key indices, encoded replies)
         self.attempts: dict[str, int] = {}
         counters["ops"] += 1
         counters["gets"] += 1
@@ -256,49 +310,73 @@ class ReadRound(_Round):
 
     def start(self) -> list[Send]:
         cfg = self.config
-        ring = self.m.ring("read")
-        n, dcr = cfg.replicas, cfg.dc_replicas
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(self.keys):
-            pref = ring.preference_list(key, n, dcr)
-            self.tallies.append(tally(self.q, pref, self.dc_of))
-            for node in pref:
-                groups.setdefault(node, []).append(i)
-        self.undecided = sum(t.decision() == "wait" for t in self.tallies)
+        prefs = self.m.ring("read").preference_tuples(self.keys, cfg.replicas, cfg.dc_replicas)
+        self.tallies = KeyTallies(self.q, prefs, self.dc_of)
+        groups, _ = _fan(prefs)
         step = max(1, self.max_payload // READ_CHUNK_BYTES) if self.max_payload else None
-        return [self._ask(node, idx[lo:lo + step] if step else idx, 1)
-                for node, idx in groups.items() for lo in range(0, len(idx), step or len(idx))]
+        return [self._ask(node, idx[lo:lo + step] if step else idx, slots[lo:lo + step] if step else slots, 1)
+                for node, (idx, slots) in groups.items() for lo in range(0, len(idx), step or len(idx))]
 
-    def _ask(self, node: str, idx: list[int], attempt: int) -> Send:
+    def _ask(self, node: str, idx: list[int], slots: list[int], attempt: int) -> Send:
         self.attempts[node] = max(self.attempts.get(node, 0), attempt)
         self.outstanding += 1
-        return (node, "get_encoded", [self.keys[i] for i in idx], (node, idx, attempt))
+        return (node, "get_encoded", list(map(self.keys.__getitem__, idx)), (node, idx, slots, attempt))
 
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
-        """Record a node's encoded answers; a failed call is made again (``READ_ATTEMPTS``) while it matters."""
+        """Keep a node's encoded answers; a failed call is made again (``READ_ATTEMPTS``) while it matters."""
         self.outstanding -= 1
-        node, idx, attempt = tag
+        node, idx, slots, attempt = tag
+        t = self.tallies
         if exc is not None:
             self.failed_node(node)
-            if attempt < READ_ATTEMPTS and any(self.tallies[i].decision() == "wait" for i in idx):
-                return [self._ask(node, idx, attempt + 1)]
-        for j, i in enumerate(idx):
-            t = self.tallies[i]
-            waiting = t.decision() == "wait"
-            if exc is None:
-                self.replies[i][node] = res[j]
-                t.ack(node)
-            else:
-                t.fail(node)
-            if waiting and t.decision() != "wait":
-                self.undecided -= 1
+            if attempt < READ_ATTEMPTS and any(t.decision(i) == "wait" for i in idx):
+                return [self._ask(node, idx, slots, attempt + 1)]
+            for s in slots:
+                t.report(s, False)
+            return []
+        self.chunks.append((node, idx, res))
+        t.ack_slots(slots)
         return []
 
+    @property
+    def answered(self) -> int:
+        """Replies received (one per node call)."""
+        return len(self.chunks)
+
+    def replies_of(self, i: int) -> dict[str, bytes | None]:
+        """{node: encoded reply} for key ``i`` so far. O(replies)."""
+        return {node: res[k] for node, idx, res in self.chunks for k, j in enumerate(idx) if j == i}
+
+    def _scan(self) -> tuple[list, dict[int, dict]]:
+        """(first reply per key or _MISSING, {key index: {node: reply}} for the keys whose replies differ)."""
+        first = [_MISSING] * len(self.keys)
+        mixed: set[int] = set()
+        for _node, idx, res in self.chunks:
+            for i, b in zip(idx, res):
+                f = first[i]
+                if f is _MISSING:
+                    first[i] = b
+                elif f != b:
+                    mixed.add(i)
+        per: dict[int, dict] = {i: {} for i in mixed}
+        if per:
+            for node, idx, res in self.chunks:
+                for i, b in zip(idx, res):
+                    if i in per:
+                        per[i][node] = b
+        return first, per
+
     def result(self, now: float, raw: bool = False) -> dict[bytes, list[Sibling]]:
-        """The reconciled siblings of every key from the replies so far (live ones only unless ``raw``)."""
+        """The reconciled siblings of every key from the replies so far (live ones only unless ``raw``);
+        identical replies are decoded once."""
+        first, per = self._scan()
         out = {}
-        for key, rep in zip(self.keys, self.replies):
-            merged = merge_encoded(rep.values())
+        for i, key in enumerate(self.keys):
+            if i in per:
+                merged = merge_encoded(per[i].values())
+            else:
+                b = first[i]
+                merged = decode_siblings(b) if b is not _MISSING and b else []
             out[key] = merged if raw else live(merged, now)
         return out
 
@@ -306,16 +384,10 @@ class ReadRound(_Round):
         """{stale node: [(key, merged encoded siblings)]}; keys whose replicas answered identical bytes cost
         one comparison. Meant for when the round is ``complete``."""
         pushes: dict[str, list] = {}
-        for key, rep in zip(self.keys, self.replies):
-            if len(rep) < 2:
-                continue
-            blobs = iter(rep.values())
-            first = next(blobs)
-            if all(b == first for b in blobs):
-                continue
+        for i, rep in self._scan()[1].items():
             merged, stale = read_repair_plan({node: decode_siblings(b) if b else [] for node, b in rep.items()})
             if stale:
                 blob = encode_siblings(merged)
                 for node in stale:
-                    pushes.setdefault(node, []).append((key, blob))
+                    pushes.setdefault(node, []).append((self.keys[i], blob))
         return pushes

@@ -368,6 +368,30 @@ class DotMinter:
         return dot
 
 
+    def mint_blind(self, keys: list[bytes]) -> list[Dot]:
+        """``[mint(key, None) for key in keys]`` (same dots, same state after) in one loop: a bulk blind write."""
+        lru, cap = self._lru, self.capacity
+        out = []
+        append = out.append
+        actor = self.actor
+        n = self.counter
+        for key in keys:
+            n += 1
+            if key in lru:                      # a blind write of a key we minted: a fresh actor
+                self.generation += 1
+                actor = self.actor
+                lru.move_to_end(key)
+            dot = lru[key] = (actor, n)
+            append(dot)
+            if len(lru) > cap:
+                _, (old_actor, _) = lru.popitem(last=False)
+                if old_actor == actor:
+                    self.generation += 1
+                    actor = self.actor
+        self.counter = n
+        return out
+
+
 def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
     """Siblings a read returns: not tombstones and not expired."""
     return [s for s in siblings if s.value is not None and not s.expired(now)]

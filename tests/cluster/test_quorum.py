@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from raykv.cluster.config import StoreConfig
-from raykv.cluster.quorum import (PRESETS, CountTally, Quorum, Tally, read_quorum, read_repair_plan, tally,
-                                  write_quorum)
+from raykv.cluster.quorum import (MODES, PRESETS, SLOT_BITS, KeyTallies, Quorum, Tally, majority, read_quorum,
+                                  read_repair_plan, write_quorum)
 from raykv.cluster.vclock import Sibling, VClock, merged_context, sync
 from raykv.errors import InvalidArgument
 
@@ -72,24 +72,54 @@ def test_count_decision_matches_brute_force(n, data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 5), st.data())
-def test_count_tally_decides_exactly_like_tally(n, data):
-    """The coordinator's cheap per-key CountTally agrees with Tally on every event sequence (fallbacks too)."""
-    required = data.draw(st.integers(1, n))
-    replicas = [f"n{i}" for i in range(n)]
-    q = Quorum(n, required)
-    full, cheap = Tally(q, replicas, {}), tally(q, replicas, {})
-    assert isinstance(cheap, CountTally)
-    nodes = replicas + ["f1", "f2", "stranger"]
-    events = data.draw(st.lists(st.tuples(st.sampled_from(("ack", "fail", "add")), st.sampled_from(nodes)),
-                                max_size=15))
-    for what, node in events:
-        for t in (full, cheap):
-            getattr(t, {"add": "add_replica"}.get(what, what))(node)
-        assert cheap.decision() == full.decision()
-        assert (cheap.acked, cheap.failed, cheap.pending) == (full.acked, full.failed, full.pending)
-        assert cheap.acked_nodes == full.acked_nodes and cheap.replicas == full.replicas
-        assert cheap.missing() == full.missing()
+@given(st.integers(1, 5), st.sampled_from(MODES), st.data())
+def test_key_tallies_decide_exactly_like_one_tally_per_key(n, mode, data):
+    """A round's struct-of-arrays ``KeyTallies`` (count mode: three int lists, no object per key; ``ack_slots``,
+    the hot path, included) agrees with one ``Tally`` per key on every event sequence, duplicates included."""
+    dcs = {"a": n - n // 2, "b": n // 2} if n > 1 else {"a": 1}
+    if mode == "count":
+        q = Quorum(n, data.draw(st.integers(1, n)))
+    elif mode == "local_quorum":
+        q = Quorum(n, majority(dcs["a"]), mode, "a", dcs)
+    else:
+        q = Quorum(n, sum(majority(k) for k in dcs.values()), mode, None, dcs)
+    keys = data.draw(st.integers(1, 4))
+    prefs = [tuple(f"n{i}" for i in range(data.draw(st.integers(0, n)))) for _ in range(keys)]
+    dc_of = {f"n{i}": ("a" if i < dcs["a"] else "b") for i in range(n)}
+    full = [Tally(q, list(p), dc_of) for p in prefs]
+    vec = KeyTallies(q, prefs, dc_of)
+    events = data.draw(st.lists(st.tuples(st.integers(0, keys - 1), st.integers(0, n), st.sampled_from(
+        ("ack", "fail", "ack_slots"))), max_size=20))
+    for i, j, what in events:
+        if j >= len(prefs[i]):
+            continue
+        slot = i << SLOT_BITS | j
+        node = prefs[i][j]
+        if what == "fail":
+            full[i].fail(node)
+            vec.report(slot, False)
+        else:
+            full[i].ack(node)
+            vec.ack_slots([slot]) if what == "ack_slots" else vec.report(slot, True)
+        assert [vec.decision(k) for k in range(keys)] == [t.decision() for t in full]
+        assert vec.undecided == sum(t.decision() == "wait" for t in full)
+        assert vec.not_ok() == [k for k, t in enumerate(full) if t.decision() != "ok"]
+        assert [vec.acks(k) for k in range(keys)] == [t.acked for t in full]
+        assert [vec.missing(k) for k in range(keys)] == [t.missing() for t in full]
+
+
+def test_key_tallies_ack_slots_credits_a_whole_reply():
+    q = Quorum(3, 2)
+    prefs = [("a", "b", "c")] * 4 + [("a",)]            # the last key has fewer replicas than W: failed at once
+    vec = KeyTallies(q, prefs, {})
+    assert vec.undecided == 4 and vec.decision(4) == "fail"
+    vec.ack_slots([i << SLOT_BITS | 0 for i in range(4)])             # node a answered for keys 0-3
+    assert vec.undecided == 4
+    vec.ack_slots([i << SLOT_BITS | 0 for i in range(4)])             # a duplicate reply counts nothing
+    assert vec.undecided == 4 and vec.acks(0) == 1
+    vec.ack_slots([i << SLOT_BITS | 2 for i in range(3)])             # node c for keys 0-2
+    assert vec.undecided == 1 and vec.not_ok() == [3, 4]
+    assert vec.missing(3) == "1/2 acks, 0 failed, 2 pending"
 
 
 def test_fail_is_declared_as_soon_as_success_is_impossible():

@@ -52,6 +52,12 @@ def fallbacks(c: Coordinator, key: bytes) -> list[str]:
     return c.membership.ring("read").fallbacks(key, c.config.replicas, set(p), c.config.dc_replicas)
 
 
+def minted(c: Coordinator, key: bytes, value: bytes, context=None, encoded: bool = False):
+    """The new version a ``plan_put`` minted (its encoded sibling set with ``encoded``)."""
+    blob = c.plan_put(key, value, context=context)[0].blobs[0]
+    return blob if encoded else decode_siblings(blob)[0]
+
+
 def by_node(sends) -> dict:
     nodes = [s[0] for s in sends]
     assert len(nodes) == len(set(nodes)), "one send per node"
@@ -201,7 +207,7 @@ def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked(
     assert sorted(by) == sorted(set(pk) | set(px))
     for node, method, payload, _tag in sends:
         assert method == "get_encoded" and payload == [k for k in keys if node in pref(c, k)]
-    blob = encode_siblings([c.plan_put(b"k", b"v")[0].entries[0][1]])
+    blob = minted(c, b"k", b"v", encoded=True)
 
     def reply(node):
         assert rnd.on_reply(by[node][3], [blob] * len(by[node][2]), None) == []
@@ -234,8 +240,8 @@ def _read_round_with_replies(c, replies: dict[str, bytes | None]):
 
 def test_read_reconciles_concurrent_siblings_and_plans_repair():
     c = coordinator()
-    s1 = c.plan_put(b"k", b"one")[0].entries[0][1]
-    s2 = c.plan_put(b"k", b"two")[0].entries[0][1]                # blind again: concurrent with s1
+    s1 = minted(c, b"k", b"one")
+    s2 = minted(c, b"k", b"two")                # blind again: concurrent with s1
     a, b, r3 = pref(c, b"k")
     both = encode_siblings([s1, s2])
     rnd = _read_round_with_replies(c, {a: encode_siblings([s1]), b: encode_siblings([s2]), r3: both})
@@ -246,7 +252,7 @@ def test_read_reconciles_concurrent_siblings_and_plans_repair():
         ((key, blob),) = plan[node]
         assert key == b"k" and {s.dot for s in decode_siblings(blob)} == {s1.dot, s2.dot}
 
-    s3 = c.plan_put(b"k", b"three", context=merged_context([s1, s2]))[0].entries[0][1]   # supersedes both
+    s3 = minted(c, b"k", b"three", context=merged_context([s1, s2]))   # supersedes both
     new = encode_siblings([s3])
     rnd = _read_round_with_replies(c, {a: new, b: both, r3: None})   # r3 never saw the key
     assert [s.value for s in rnd.result(0.0)[b"k"]] == [b"three"]
@@ -256,7 +262,7 @@ def test_read_reconciles_concurrent_siblings_and_plans_repair():
 
 def test_read_identical_replies_decoded_once_and_need_no_repair(monkeypatch):
     c = coordinator()
-    blob = encode_siblings([c.plan_put(b"k", b"v")[0].entries[0][1]])
+    blob = minted(c, b"k", b"v", encoded=True)
     calls = []
 
     def counting(data):
