@@ -30,6 +30,22 @@ def test_hints_are_bounded():
     assert pending_targets(b) == {"x": 2}
 
 
+def test_no_hints_held_means_no_scan(tmp_path, monkeypatch):
+    """Asked every replay interval: with no hint held, the hint range of the LSM is not scanned (a scan sorts the
+    memtable's new keys)."""
+    from raykv.cluster.lsm_backend import LSMBackend
+    with LSMBackend(str(tmp_path)) as b:
+        b.put(b"k", [sib("c", 1)])
+
+        def scan(*_a):
+            raise AssertionError("hint range scanned")
+        monkeypatch.setattr(b, "iter_hints", scan)
+        assert pending_targets(b) == {}
+        monkeypatch.undo()
+        store_hint(b, 10, "x", b"k", [sib("c", 2)])
+        assert pending_targets(b) == {"x": 1}
+
+
 def test_a_hint_that_changed_during_replay_is_kept():
     b = MemoryBackend()
     store_hint(b, 10, "x", b"k1", [sib("c", 1)])
