@@ -28,7 +28,7 @@ about 3 ms of driver CPU. Keys are grouped by preference list (keys of one ring 
 cached tuple), so a node's share grows by C-level list extends; each (key, replica) pair is one int, a
 *slot* (``quorum.SLOT_BITS``), and a reply credits its slots to ``quorum.KeyTallies`` in one loop, with
 no object per key. Measured on the bench's 1,000-key batches: driver main-thread CPU per ``put_many``
-12-13 -> 5.5-6 ms, per ``get_many`` 5.5-7.7 -> 3.9-4.6 ms (``Tally`` per key before).
+12-13 -> 5.5-6 ms, per ``get_many`` of absent keys 5.5-7.7 -> 3.9-4.6 ms (``Tally`` per key before).
 """
 
 from __future__ import annotations
@@ -342,10 +342,6 @@ class ReadRound(_Round):
     def answered(self) -> int:
         """Replies received (one per node call)."""
         return len(self.chunks)
-
-    def replies_of(self, i: int) -> dict[str, bytes | None]:
-        """{node: encoded reply} for key ``i`` so far. O(replies)."""
-        return {node: res[k] for node, idx, res in self.chunks for k, j in enumerate(idx) if j == i}
 
     def _scan(self) -> tuple[list, dict[int, dict]]:
         """(first reply per key or _MISSING, {key index: {node: reply}} for the keys whose replies differ)."""

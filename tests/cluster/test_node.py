@@ -371,7 +371,7 @@ def test_data_rpcs_served_from_many_threads_lose_no_concurrent_sibling(tmp_path)
 
 
 @pytest.mark.parametrize("method", ["put_encoded", "put_batch"])
-def test_a_put_waiting_for_its_fsync_does_not_hold_the_write_lock(tmp_path, monkeypatch, method):
+def test_a_put_waiting_for_its_fsync_does_not_hold_the_write_lock(tmp_path, fsync_gate, method):
     """fsync="batch": thread A's put blocks in the group-commit fsync; thread B's put of another key must still
     get its append done meanwhile (read-merge-append under ``write_lock``, the fsync wait after it), so the two
     can share an fsync. Both ack only once the fsync is over."""
@@ -381,19 +381,11 @@ def test_a_put_waiting_for_its_fsync_does_not_hold_the_write_lock(tmp_path, monk
     from raykv.cluster.codec import encode_siblings
     from raykv.cluster.lsm_backend import LSMBackend
     from raykv.cluster.node import StorageNode
-    from raykv.storage import wal as W
 
     backend = LSMBackend(str(tmp_path / "lsm"), fsync="batch")
     node = StorageNode("n0", backend, Idle(), NO_AE)
     asyncio.run(node.start())
-    entered, release = threading.Event(), threading.Event()
-    real = W._fdatasync
-
-    def blocking_fdatasync(fd):
-        entered.set()
-        assert release.wait(10), "the test never released the fsync"
-        real(fd)
-    monkeypatch.setattr(W, "_fdatasync", blocking_fdatasync)
+    entered, release = fsync_gate.arm()
 
     def item(key, actor):
         s = sib(actor, 1, b"value-" + key)
@@ -424,5 +416,4 @@ def test_a_put_waiting_for_its_fsync_does_not_hold_the_write_lock(tmp_path, monk
     assert acks == {b"a": [True], b"b": [True]}
     wal = backend.db._wal
     assert wal._synced == wal.written                 # everything acked is synced
-    monkeypatch.undo()
     backend.close()

@@ -168,6 +168,34 @@ def test_put_many_one_send_per_node_each_key_n_times():
     assert c.counters["keys_written"] == 50
 
 
+def test_put_many_down_node_share_goes_to_hinted_fallbacks_and_a_failed_share_is_rerouted():
+    """Bulk rounds keep the single-key rules per key: every key whose preference list holds a node believed
+    down sends that copy to a fallback with a hint naming the node; a share whose call fails is re-routed
+    key by key; a hinted ack counts for the replica it stands for."""
+    c = coordinator()
+    items = [(f"key-{i}".encode(), b"v%d" % i) for i in range(60)]
+    c.membership.suspect("n2", 0.0)
+    rnd, _ = c.plan_put_many(items)
+    sends = rnd.start()
+    assert "n2" not in {s[0] for s in sends}
+    hinted = Counter(entry[0] for _n, _m, payload, _t in sends for entry in payload if len(entry) == 3)
+    held_by_n2 = {k for k, _ in items if "n2" in pref(c, k)}
+    assert set(hinted) == held_by_n2 and set(hinted.values()) == {1}
+    assert all(entry[2] == "n2" for _n, _m, payload, _t in sends for entry in payload if len(entry) == 3)
+    direct = [s for s in sends if all(len(e) == 2 for e in s[2])]
+    victim = direct[0]
+    retries = fail(rnd, victim)                          # one node's direct share fails
+    assert sorted(e[0] for s in retries for e in s[2]) == sorted(e[0] for e in victim[2])
+    assert all(len(e) == 3 and e[2] == victim[0] for s in retries for e in s[2])
+    for s in sends + retries:
+        if s is not victim:
+            ack(rnd, s)
+    assert rnd.decided and rnd.complete
+    rnd.finish()
+    assert c.counters["sloppy_writes"] == len(held_by_n2) + len(victim[2])
+    assert c.counters["write_retries"] == len(victim[2])
+
+
 def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     c = coordinator()
     items = [(f"key-{i}".encode(), b"x" * 100) for i in range(200)]

@@ -8,7 +8,6 @@ at once, the wait returns only after an fsync covering it, a WAL rotation in bet
 import threading
 
 from raykv.storage import LSMStore
-from raykv.storage import wal as W
 
 
 def test_deferred_append_is_visible_at_once_and_durable_only_after_wait(tmp_path):
@@ -31,18 +30,11 @@ def test_deferred_append_is_visible_at_once_and_durable_only_after_wait(tmp_path
         assert db._wal._synced == db._wal.written
 
 
-def test_wait_durable_returns_only_after_an_fsync_covering_the_append(tmp_path, monkeypatch):
+def test_wait_durable_returns_only_after_an_fsync_covering_the_append(tmp_path, fsync_gate):
     """Two deferred appends, then two waiters: the first blocks in its fsync (which covers both records), the
     second waits on it; neither returns before that fsync is over, and no second fsync is needed."""
     with LSMStore(tmp_path, fsync="batch") as db:
-        entered, release = threading.Event(), threading.Event()
-        real = W._fdatasync
-
-        def blocking_fdatasync(fd):
-            entered.set()
-            assert release.wait(10), "test never released the fsync"
-            real(fd)
-        monkeypatch.setattr(W, "_fdatasync", blocking_fdatasync)
+        entered, release = fsync_gate.arm()
         t1 = db.write_batch([(b"a", b"1")], durable=False)
         t2 = db.put_many([b"b"], [b"2"], durable=False)
         done = []
