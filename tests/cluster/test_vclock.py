@@ -244,6 +244,37 @@ def test_blind_write_fast_encoding_is_byte_identical(sib):
     assert decode_siblings(encode_siblings([blind])) == [blind]
 
 
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(ACTORS), st.integers(0, 2**40), st.none() | st.binary(max_size=20)),
+                max_size=8), st.floats(0, 1e9), st.none() | st.floats(0, 1e9))
+def test_bulk_blind_encoding_is_byte_identical(entries, ts, expires):
+    """``codec.encode_blind_many`` (what a bulk ``put_many`` encodes, one pass, no Sibling objects) gives
+    exactly ``encode_siblings`` of each blind sibling: live values, tombstones, with and without expiry."""
+    from raykv.cluster.codec import encode_blind_many
+    dots = [(a, n) for a, n, _v in entries]
+    values = [v for _a, _n, v in entries]
+    assert encode_blind_many(dots, values, ts, expires) == [
+        encode_siblings([Sibling(d, VClock(), v, ts, expires)]) for d, v in zip(dots, values)]
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 6), st.lists(st.tuples(st.booleans(), st.lists(st.binary(min_size=1, max_size=1)
+                                                                     .map(lambda b: bytes([b[0] % 5])),
+                                                                     max_size=6)), max_size=6))
+def test_dotminter_mint_blind_is_mint_of_each_key(capacity, steps):
+    """``DotMinter.mint_blind(keys)`` == ``[mint(k, None) for k in keys]``: same dots and same state after,
+    LRU evictions and fresh generations included; interleaved with contextful mints."""
+    from raykv.cluster.vclock import DotMinter
+    one, bulk = DotMinter("c", capacity), DotMinter("c", capacity)
+    for with_context, keys in steps:
+        if with_context and keys:
+            ctx = VClock({one.actor: one.counter})
+            assert one.mint(keys[0], ctx) == bulk.mint(keys[0], ctx)
+        assert [one.mint(k, None) for k in keys] == bulk.mint_blind(keys)
+        assert (one.counter, one.generation, list(one._lru.items())) == \
+            (bulk.counter, bulk.generation, list(bulk._lru.items()))
+
+
 @pytest.mark.parametrize("sib", [Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0),
                                  Sibling(("a", 1), VClock(), b"hello", 1.0),        # a blind write: fast path
                                  Sibling(("a", 1), VClock(), None, 1.0)])           # a blind delete
