@@ -27,7 +27,7 @@ from raykv.cluster.config import StoreConfig
 from raykv.cluster.quorum import validate_request
 from raykv.errors import ConflictError, InvalidArgument, QuorumNotReached, StoreNotFound
 from raykv.types import ClusterStatus, NodeStatus, Version, Versioned, status_from
-from raykv.validation import check_context, check_items, check_key, check_ttl, check_value
+from raykv.validation import check_context, check_items, check_key, check_keys, check_ttl, check_value
 
 _MISSING = object()
 
@@ -179,19 +179,32 @@ class KV:
 
     def get_many(self, keys: Iterable, *, r: int | None = None, consistency: str | None = None) -> dict[bytes, bytes]:
         """Values of the keys found (absent keys are left out), one call per replica."""
-        ks = list(dict.fromkeys(self._key(k) for k in keys))
+        ks = check_keys(keys, self.config.max_key_bytes)
         validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
-        res = self._client.call("get_many", ks, r=r, consistency=consistency)
-        out = {}
+        out, write_backs = self._values(ks, self._client.call("get_many", ks, r=r, consistency=consistency))
+        for k, wb in write_backs:
+            self._write_back(k, wb)
+        return out
+
+    def _values(self, ks: list[bytes], res: dict) -> tuple[dict[bytes, bytes], list]:
+        """``get_many``'s answer from the siblings per key: ({key: value} of the keys found, [(key, write-back)]
+        for the keys the resolver merged). ``ConflictError`` on siblings without a resolver."""
+        out, write_backs = {}, []
         for k in ks:
-            found, value, wb = self._choose(k, res.get(k, []))
+            sibs = res.get(k)
+            if not sibs:
+                continue
+            if len(sibs) == 1:             # the usual key: one live version, nothing to resolve
+                out[k] = sibs[0].value
+                continue
+            found, value, wb = self._choose(k, sibs)
             if wb is not None:
-                self._write_back(k, wb)
+                write_backs.append((k, wb))
             if found:
                 out[k] = value
-        return out
+        return out, write_backs
 
     def items(self, page_size: int = 1000) -> Iterator[tuple[bytes, bytes]]:
         """Every live key once with its value, page by page (no order promised; concurrent writes may or may not
@@ -283,16 +296,16 @@ class KV:
         return {k: Version(c) for k, c in res.items()}
 
     async def aget_many(self, keys, *, r=None, consistency=None) -> dict[bytes, bytes]:
-        ks = list(dict.fromkeys(self._key(k) for k in keys))
+        ks = check_keys(keys, self.config.max_key_bytes)
         validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
-        res = await self._client.acall("get_many", ks, r=r, consistency=consistency)
-        out = {}
-        for k in ks:
-            found, value, _ = self._choose(k, res.get(k, []))
-            if found:
-                out[k] = value
+        out, write_backs = self._values(ks, await self._client.acall("get_many", ks, r=r, consistency=consistency))
+        for k, (value, clock) in write_backs:
+            try:
+                await self._client.acall("put", k, value, context=clock)
+            except Exception:  # the read succeeded; the next read resolves again
+                pass
         return out
 
     async def acontains(self, key) -> bool:

@@ -28,6 +28,16 @@ def check_key(key, max_key_bytes: int) -> bytes:
     return key
 
 
+def check_keys(keys, max_key_bytes: int) -> list[bytes]:
+    """``[check_key(k) for k in keys]`` with duplicates dropped (first occurrence kept). A list of non-empty
+    bytes within the limit (the usual ``get_many``) is checked by C-level passes, not key by key."""
+    if not isinstance(keys, (list, tuple)):
+        keys = list(keys)
+    if keys and set(map(type, keys)) == {bytes} and min(map(len, keys)) > 0 and max(map(len, keys)) <= max_key_bytes:
+        return list(dict.fromkeys(keys))
+    return list(dict.fromkeys(check_key(k, max_key_bytes) for k in keys))
+
+
 def check_value(value, max_value_bytes: int) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)

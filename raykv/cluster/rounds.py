@@ -372,7 +372,15 @@ class ReadRound(_Round):
                 merged = merge_encoded(per[i].values())
             else:
                 b = first[i]
-                merged = decode_siblings(b) if b is not _MISSING and b else []
+                if b is _MISSING or not b:
+                    out[key] = []
+                    continue
+                merged = decode_siblings(b)
+                if len(merged) == 1:           # the usual key: one version; live unless a tombstone or expiring
+                    s0 = merged[0]
+                    if raw or (s0.value is not None and s0.expires_at is None):
+                        out[key] = merged
+                        continue
             out[key] = merged if raw else live(merged, now)
         return out
 
