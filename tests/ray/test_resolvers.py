@@ -1,5 +1,7 @@
 """Store-level resolvers on real Ray: "lww" and a cloudpickled callable, each resolved value written back."""
 
+import asyncio
+
 import pytest
 
 import raykv
@@ -21,6 +23,10 @@ def test_lww_picks_the_latest_write_and_writes_it_back(ray_session, store_dir):
     assert [v.value for v in kv.get_versions(b"k")] == [b"right"], "resolution written back"
     make_conflict(kv, b"m")
     assert kv.get_many([b"m"]) == {b"m": b"right"}
+    assert [v.value for v in kv.get_versions(b"m")] == [b"right"], "get_many writes the resolution back"
+    make_conflict(kv, b"a")
+    assert asyncio.run(kv.aget_many([b"a", b"absent"])) == {b"a": b"right"}
+    assert [v.value for v in kv.get_versions(b"a")] == [b"right"], "so does aget_many"
     kv.shutdown()
 
 
