@@ -51,7 +51,11 @@ class Versioned:
 
 @dataclass
 class NodeStatus:
-    """One storage node as ``status()`` sees it (``alive=False``: it did not answer in time)."""
+    """One storage node as ``status()`` sees it (``alive=False``: it did not answer in time).
+
+    ``keys`` is the engine's upper estimate, like Cassandra's partition-count estimate: it counts every
+    stored entry (shadowed versions, tombstones, the node's hints and metadata) until compaction drops the
+    shadowed ones. ``disk_bytes`` is the tables plus the live write-ahead log; ``hints_pending`` is exact."""
 
     node_id: str
     actor_name: str
