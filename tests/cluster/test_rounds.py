@@ -298,9 +298,19 @@ def test_read_identical_replies_decoded_once_and_need_no_repair(monkeypatch):
         return decode_siblings(data)
     monkeypatch.setattr(rounds, "decode_siblings", counting)
     rnd = _read_round_with_replies(c, dict.fromkeys(pref(c, b"k"), blob))
+    assert len(calls) == 1, "the first answer is decoded as it arrives; the others are compared bytewise"
     assert [s.value for s in rnd.result(0.0)[b"k"]] == [b"v"]
     assert len(calls) == 1
     assert rnd.repair_plan() == {} and len(calls) == 1
+
+
+def test_read_malformed_answer_fails_in_result_not_in_on_reply():
+    """A reply is absorbed without raising (a driver's reply callback must not throw); the malformed bytes
+    surface as ValueError from ``result()``, where the caller gets it."""
+    c = coordinator()
+    rnd = _read_round_with_replies(c, dict.fromkeys(pref(c, b"k"), b"\x07garbage"))
+    with pytest.raises(ValueError):
+        rnd.result(0.0)
 
 
 # ---------------------------------------------------------------------------------------------- datacenters
