@@ -233,8 +233,8 @@ class KeyTallies:
         self.required = req = quorum.required
         n = len(prefs)
         sizes = Counter(map(len, prefs))          # C-level: no per-key Python work when every key has N replicas
-        if sizes and max(sizes) > POS_MASK:
-            raise InvalidArgument(f"at most {POS_MASK} replicas per key")
+        if sizes and max(sizes) > POS_MASK + 1:
+            raise InvalidArgument(f"at most {POS_MASK + 1} replicas per key")
         if quorum.mode == "count":
             self._tallies = None
             self.acked, self.failed, self.seen = [0] * n, [0] * n, [0] * n

@@ -120,6 +120,11 @@ def test_key_tallies_ack_slots_credits_a_whole_reply():
     vec.ack_slots([i << SLOT_BITS | 2 for i in range(3)])             # node c for keys 0-2
     assert vec.undecided == 1 and vec.not_ok() == [3, 4]
     assert vec.missing(3) == "1/2 acks, 0 failed, 2 pending"
+    wide = KeyTallies(Quorum(64, 64), [tuple(f"n{j}" for j in range(64))], {})     # 6 position bits: N <= 64
+    wide.ack_slots(list(range(64)))
+    assert wide.decision(0) == "ok" and wide.undecided == 0
+    with pytest.raises(InvalidArgument, match="at most 64 replicas"):
+        KeyTallies(Quorum(65, 1), [tuple(f"n{j}" for j in range(65))], {})
 
 
 def test_fail_is_declared_as_soon_as_success_is_impossible():
