@@ -143,6 +143,12 @@ class KV:
         except Exception:  # the read succeeded; the next read resolves again
             pass
 
+    async def _awrite_back(self, key: bytes, wb) -> None:
+        try:
+            await self._client.acall("put", key, wb[0], context=wb[1])
+        except Exception:  # the read succeeded; the next read resolves again
+            pass
+
     def get_versions(self, key, *, r: int | None = None, consistency: str | None = None) -> list[Versioned]:
         """Every live sibling of ``key`` with its own context ([] when absent)."""
         key = self._key(key)
@@ -263,10 +269,7 @@ class KV:
         key = self._key(key)
         found, value, wb = self._choose(key, await self._asiblings(key, r, consistency))
         if wb is not None:
-            try:
-                await self._client.acall("put", key, wb[0], context=wb[1])
-            except Exception:
-                pass
+            await self._awrite_back(key, wb)
         if not found:
             if default is _MISSING:
                 raise KeyError(key)
@@ -301,11 +304,8 @@ class KV:
         if not ks:
             return {}
         out, write_backs = self._values(ks, await self._client.acall("get_many", ks, r=r, consistency=consistency))
-        for k, (value, clock) in write_backs:
-            try:
-                await self._client.acall("put", k, value, context=clock)
-            except Exception:  # the read succeeded; the next read resolves again
-                pass
+        for k, wb in write_backs:
+            await self._awrite_back(k, wb)
         return out
 
     async def acontains(self, key) -> bool:
