@@ -24,13 +24,12 @@ import uuid
 
 import ray
 
-from raykv.actors.metrics import Metrics
+from raykv.actors.metrics import Metrics, with_transport
 from raykv.actors.process import tune_gc
 from raykv.actors.transport import RayTransport
 
 log = logging.getLogger(__name__)
 
-EXPORT_EVERY = 5.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=10_000)
@@ -50,18 +49,14 @@ class CoordinatorActor:
         tune_gc()
 
     async def _run(self) -> None:
-        last_export = 0.0
         while True:
             try:
                 await self.coord.refresh()
             except Exception:
                 log.exception("coordinator %s: refresh failed", self.coord_id)
-            now = time.monotonic()
-            if now - last_export >= EXPORT_EVERY:
-                last_export = now
+            if self.metrics.due():
                 try:
-                    self.metrics.export({**getattr(self.coord, "counters", {}),
-                                         **{"transport_" + k: v for k, v in self.transport.counters.items()}})
+                    self.metrics.export(with_transport(getattr(self.coord, "counters", {}), self.transport.counters))
                 except Exception:
                     log.exception("metrics export failed")
             await asyncio.sleep(self.config.gossip_interval)

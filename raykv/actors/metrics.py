@@ -11,8 +11,11 @@ and a local record; ``export`` walks the counters dict (call it every few second
 from __future__ import annotations
 
 import logging
+import time
 
 log = logging.getLogger(__name__)
+
+EXPORT_EVERY = 5.0      # seconds between a component's metrics exports (storage node, coordinator, client router)
 
 _BOUNDARIES = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
 
@@ -23,6 +26,7 @@ class Metrics:
     def __init__(self, store: str, component: str, ident: str) -> None:
         self.tags = {"store": store, "component": component, "id": ident}
         self._last: dict[str, float] = {}
+        self._exported = 0.0        # time.monotonic() of the last due() that said yes
         try:
             from ray.util.metrics import Counter, Gauge, Histogram
             self._events = Counter("raykv_events", description="raykv logic events (counters dicts)",
@@ -39,6 +43,15 @@ class Metrics:
         if self._latency is not None:
             self._latency.observe(seconds, tags={**self.tags, "method": method})
 
+    def due(self, force: bool = False) -> bool:
+        """True at most once every ``EXPORT_EVERY`` seconds (always with ``force``): whether a component's
+        periodic loop should ``export`` now. Cheap enough to ask on every tick."""
+        now = time.monotonic()
+        if force or now - self._exported >= EXPORT_EVERY:
+            self._exported = now
+            return True
+        return False
+
     def export(self, counters: dict, gauges: dict | None = None) -> None:
         """Push counter deltas since the last export, and the current gauge values."""
         if self._events is None:
@@ -53,3 +66,8 @@ class Metrics:
         for name, value in (gauges or {}).items():
             if isinstance(value, (int, float)):
                 self._state.set(value, tags={**self.tags, "name": str(name)})
+
+
+def with_transport(counters: dict, transport_counters: dict) -> dict:
+    """A logic object's counters plus its transport's, the latter prefixed ``transport_``."""
+    return {**counters, **{"transport_" + k: v for k, v in transport_counters.items()}}

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
 PIPELINE = 500              # keys per round of a bulk request: the driver plans round k+1 while nodes write round k
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
-EXPORT_EVERY = 5.0          # seconds between metrics exports, as in the actors
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
@@ -99,7 +98,6 @@ class ClientRouter:
         self.mu = threading.Lock()
         self._stop = threading.Event()
         self.metrics = Metrics(store, "client", self.coord.actor)   # like a coordinator actor's, from this process
-        self._exported = 0.0
         self._late: collections.deque = collections.deque()     # reads still waiting for their last replies
         self._pushes: dict = {}                                  # read-repair calls in flight
         self._thread: threading.Thread | None = None
@@ -395,10 +393,8 @@ class ClientRouter:
                 log.debug("raykv router background job failed", exc_info=True)
 
     def _export(self, force: bool = False) -> None:
-        """The logic's counters as ``ray.util.metrics`` deltas, every ``EXPORT_EVERY`` s (daemon thread)."""
-        now = time.monotonic()
-        if force or now - self._exported >= EXPORT_EVERY:
-            self._exported = now
+        """The logic's counters as ``ray.util.metrics`` deltas, every ``metrics.EXPORT_EVERY`` s (daemon thread)."""
+        if self.metrics.due(force):
             with self.mu:
                 counters = dict(self.coord.counters)
             self.metrics.export(counters)

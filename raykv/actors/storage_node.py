@@ -34,7 +34,7 @@ import time
 
 import ray
 
-from raykv.actors.metrics import Metrics
+from raykv.actors.metrics import Metrics, with_transport
 from raykv.actors.process import tune_gc
 from raykv.actors.names import node_name
 from raykv.actors.transport import RayTransport
@@ -43,7 +43,6 @@ from raykv.errors import InvalidArgument, NodeUnavailable, RayKVError
 log = logging.getLogger(__name__)
 
 TICK = 0.1               # seconds between node.tick() calls
-EXPORT_EVERY = 5.0       # seconds between metrics exports
 UNGATED = ("gossip", "status")   # may run before start() finished (start may itself gossip with peers)
 MAX_THREADS = 32         # calls served at once; a call waiting on the event loop (streaming, status) holds one
 
@@ -57,19 +56,15 @@ async def _node_loop(actor: "StorageNodeActor") -> None:
         log.exception("storage node %s failed to start", actor.node_id)
         actor.start_error = e
     actor.ready.set()
-    last_export = 0.0
     while True:
         try:
             await actor.node.tick()
         except Exception:
             log.exception("storage node %s: tick failed", actor.node_id)
-        now = time.monotonic()
-        if now - last_export >= EXPORT_EVERY:
-            last_export = now
+        if actor.metrics.due():
             try:
-                actor.metrics.export({**getattr(actor.node, "counters", {}),
-                                     **{"transport_" + k: v for k, v in actor.transport.counters.items()}},
-                                    {"hints_pending": actor.backend.hint_count()})
+                actor.metrics.export(with_transport(getattr(actor.node, "counters", {}), actor.transport.counters),
+                                     {"hints_pending": actor.backend.hint_count()})
             except Exception:
                 log.exception("metrics export failed")
         await asyncio.sleep(TICK)

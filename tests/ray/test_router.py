@@ -102,7 +102,12 @@ def test_client_routing_records_latencies_and_exports_counters(ray_session, stor
     import raykv.actors.router as router_mod
     seen = []
 
+    from raykv.actors.metrics import Metrics
+
     class Recorder:
+        due = Metrics.due              # the real export throttle
+        _exported = 0.0
+
         def __init__(self, store, component, ident):
             seen.append(("new", store, component))
 
