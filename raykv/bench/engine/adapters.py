@@ -35,7 +35,7 @@ class Options:
 
 
 class Adapter:
-    """One engine behind the five calls the workloads need; ``policy`` is never | batch | always."""
+    """One engine (kept as ``self.db``) behind the five calls the workloads need; ``policy`` is never | batch | always."""
 
     name = "?"
 
@@ -45,7 +45,9 @@ class Adapter:
     def put(self, key: bytes, value: bytes) -> None: raise NotImplementedError
     def get(self, key: bytes) -> bytes | None: raise NotImplementedError
     def scan(self) -> int: raise NotImplementedError
-    def close(self) -> None: raise NotImplementedError
+
+    def close(self) -> None:
+        self.db.close()
 
 
 class RayKVAdapter(Adapter):
@@ -63,9 +65,6 @@ class RayKVAdapter(Adapter):
         for _ in self.db.scan():
             n += 1
         return n
-
-    def close(self) -> None:
-        self.db.close()
 
 
 class LevelDBAdapter(Adapter):
@@ -87,9 +86,6 @@ class LevelDBAdapter(Adapter):
             for _ in it:
                 n += 1
         return n
-
-    def close(self) -> None:
-        self.db.close()
 
 
 class RocksDBAdapter(Adapter):
@@ -117,9 +113,6 @@ class RocksDBAdapter(Adapter):
         for _ in self.db.items():
             n += 1
         return n
-
-    def close(self) -> None:
-        self.db.close()
 
 
 ADAPTERS: dict[str, type[Adapter]] = {"raykv": RayKVAdapter, "leveldb": LevelDBAdapter, "rocksdb": RocksDBAdapter}
