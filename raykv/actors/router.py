@@ -44,13 +44,14 @@ import ray
 
 from raykv.actors.metrics import Metrics
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
-from raykv.cluster.rounds import raise_failed
+from raykv.cluster.rounds import bulk_write_rounds, raise_failed
 from raykv.errors import NodeUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
-PIPELINE = 500              # keys per round of a bulk request: the driver plans round k+1 while nodes write round k
+PIPELINE = 500              # keys per round of a bulk read: the driver plans round k+1 while nodes read round k
+MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
@@ -181,7 +182,7 @@ class ClientRouter:
         return clock
 
     def put_many(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
-        """Blind writes of many keys, one ``put_encoded`` per replica node per round of ``PIPELINE`` keys;
+        """Blind writes of many keys, one ``put_blind`` per replica node per round (``write_rounds``);
         -> {key: clock}. Rounds are planned while the nodes write the previous ones."""
         t0 = time.perf_counter()
         try:
@@ -194,10 +195,9 @@ class ClientRouter:
         timeout = self.config.request_timeout
         with gc_paused(len(items)):
             rounds, clocks, out = [], {}, {}
-            for lo in range(0, len(items), PIPELINE):
+            for lo, hi in self.write_rounds(items):
                 with self.mu:
-                    rnd, c = self.coord.plan_put_many(items[lo:lo + PIPELINE], w=w, consistency=consistency,
-                                                      ttl=ttl)
+                    rnd, c = self.coord.plan_put_many(items[lo:hi], w=w, consistency=consistency, ttl=ttl)
                     sends = rnd.start()
                 rounds.append(rnd)
                 clocks.update(c)
@@ -207,6 +207,12 @@ class ClientRouter:
             self._finish("put_many", rounds)
             del rounds
             return clocks
+
+    def write_rounds(self, items: list) -> list[tuple[int, int]]:
+        """``rounds.bulk_write_rounds`` for this view and transport."""
+        with self.mu:
+            nodes = len(self.coord.membership.ring("read"))
+        return bulk_write_rounds(items, nodes, self.config.replicas, self.transport.max_payload, PIPELINE, MAX_ROUND)
 
     def get(self, key: bytes, *, r=None, consistency=None, timeout=None) -> list:
         """Live siblings of ``key`` after R replies; read repair in the background."""

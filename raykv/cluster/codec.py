@@ -77,6 +77,60 @@ def encode_blind_many(dots: list[tuple[str, int]], values: list[bytes | None], t
     return out
 
 
+class BlindBatch:
+    """A bulk blind write's new versions as columns, with each key's ``encode_siblings`` bytes built on demand.
+
+    What ``put_many`` sends a replica (RPC ``put_blind``): ``wire(keys, idx)`` is ``(timestamp, expires_at,
+    keys, dots, values)``, and the node rebuilds the very bytes with ``encode_blind_many``. Measured with 100-byte
+    distinct values: about 130 bytes a key on the wire against 167 for ``(key, encoded)`` pairs (the actor id
+    and the sibling header are not repeated per key; pickle sends a dot's actor string once), so a node's
+    share of a 1,000-key request fits one Ray call under the inline limit instead of two. ``blob(i)`` (a
+    hinted copy, the rare path) encodes one key and keeps it. Cost: O(1) to build; O(len(idx)) per ``wire``."""
+
+    __slots__ = ("dots", "values", "timestamp", "expires_at", "_blobs")
+
+    def __init__(self, dots: list[tuple[str, int]], values: list[bytes | None], timestamp: float,
+                 expires_at: float | None = None) -> None:
+        if len(dots) != len(values):
+            raise ValueError(f"{len(dots)} dots for {len(values)} values")
+        self.dots, self.values, self.timestamp, self.expires_at = dots, values, timestamp, expires_at
+        self._blobs: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.dots)
+
+    def __getitem__(self, i: int) -> bytes:
+        """The encoded sibling set of item ``i`` (``encode_siblings`` of its one blind sibling)."""
+        b = self._blobs.get(i)
+        if b is None:
+            b = self._blobs[i] = encode_blind_many([self.dots[i]], [self.values[i]], self.timestamp,
+                                                   self.expires_at)[0]
+        return b
+
+    def size(self, i: int) -> int:
+        """Wire bytes of item ``i`` besides its key, an upper estimate (pickle framing included)."""
+        v = self.values[i]
+        return 16 + (len(v) if v is not None else 0)
+
+    def wire(self, keys: list[bytes], idx: list[int]) -> tuple:
+        """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``."""
+        dots, values = self.dots, self.values
+        return (self.timestamp, self.expires_at, [keys[i] for i in idx], [dots[i] for i in idx],
+                [values[i] for i in idx])
+
+
+def decode_blind_wire(payload) -> list[tuple[bytes, bytes]]:
+    """A ``put_blind`` payload (``BlindBatch.wire``) back to ``(key, encoded siblings)`` items, byte for byte
+    what ``encode_siblings`` gives. ``ValueError`` on a malformed payload."""
+    try:
+        timestamp, expires_at, keys, dots, values = payload
+    except (TypeError, ValueError):
+        raise ValueError("put_blind payload must be (timestamp, expires_at, keys, dots, values)") from None
+    if not (len(keys) == len(dots) == len(values)):
+        raise ValueError(f"put_blind payload has {len(keys)} keys, {len(dots)} dots and {len(values)} values")
+    return list(zip(keys, encode_blind_many(dots, values, timestamp, expires_at)))
+
+
 def _encode_general(siblings: list[Sibling]) -> bytes:
     actors: dict[str, int] = {}
     parts: list[bytes] = []

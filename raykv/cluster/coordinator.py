@@ -36,7 +36,7 @@ from .config import StoreConfig
 from .membership import Membership
 from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
-from .codec import encode_blind_many, encode_siblings
+from .codec import BlindBatch, encode_siblings
 from .rounds import ReadRound, WriteRound
 from .transport import Transport
 from .vclock import DotMinter, Sibling, VClock, live, reconcile
@@ -186,15 +186,15 @@ class Coordinator:
     def plan_put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                       consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
         """A write round of blind writes (each a new sibling with an empty context) and {key: new clock}. No I/O.
-        Dots are minted and siblings encoded in one pass each (``DotMinter.mint_blind``,
-        ``codec.encode_blind_many``): no ``Sibling`` object is built."""
+        Dots are minted in one pass (``DotMinter.mint_blind``) and kept as columns (``codec.BlindBatch``): no
+        ``Sibling`` object is built, and each replica encodes its own share (RPC ``put_blind``)."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         now = self.transport.now()
         keys = [k for k, _ in items]
         dots = self.minter.mint_blind(keys)
         if dots:
             self.last_dot = dots[-1]
-        blobs = encode_blind_many(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None)
+        blobs = BlindBatch(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None)
         # a blind write's clock is just its dot: built directly, not by VClock.add on an empty context
         raw = VClock._raw
         clocks = {key: raw({a: n}, {a: now}) for key, (a, n) in zip(keys, dots)}

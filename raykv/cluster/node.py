@@ -27,7 +27,8 @@ Durable state lives in the backend: data, hints, and meta "member" =
 
 RPC surface (transport method -> ``rpc_<method>``): put_batch(items),
 get_batch(keys), put_encoded(items), get_encoded(keys) (the same with sibling
-sets as ``codec.encode_siblings`` bytes: what coordinators use), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
+sets as ``codec.encode_siblings`` bytes: what coordinators use), put_blind(payload)
+(a bulk blind write as columns, ``codec.BlindBatch``), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
 depth), ae_fetch(arcs, diff), leave(), status(). ``items`` are
 ``(key, siblings)`` or ``(key, siblings, hint_target)`` tuples;
 put_batch answers one bool per item (False: a hint refused, Overloaded).
@@ -46,7 +47,7 @@ from .hints import hint_batch, pending_targets, retire_delivered, store_hint
 from .membership import Membership
 from .ring import NodeInfo, key_token
 from .transport import Transport
-from .codec import decode_siblings, encode_siblings
+from .codec import decode_blind_wire, decode_siblings, encode_siblings
 from .vclock import sync
 from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
@@ -249,7 +250,7 @@ class StorageNode:
         if self.membership is None:
             raise NodeUnavailable(f"storage node {self.node_id} is starting")
 
-    SERVED = frozenset({"put_batch", "put_encoded", "get_batch", "get_encoded"})
+    SERVED = frozenset({"put_batch", "put_encoded", "put_blind", "get_batch", "get_encoded"})
 
     def serve(self, method: str, *args):
         """The data RPCs (``SERVED``) run synchronously, in the caller's thread: they never await, and the
@@ -274,6 +275,15 @@ class StorageNode:
 
     def _put_encoded(self, items: list) -> list:
         return self._accept_writes(items, decode_siblings, self.apply_local_encoded)
+
+    async def rpc_put_blind(self, payload: tuple) -> list:
+        """``put_encoded`` of a bulk blind write sent as columns (``codec.BlindBatch.wire``): the node encodes
+        each key's sibling itself (``codec.decode_blind_wire``, the same bytes), per-item bool. ~20% fewer
+        bytes on the wire than ``(key, encoded)`` pairs, for about 0.2 us more per key here."""
+        return self._put_blind(payload)
+
+    def _put_blind(self, payload: tuple) -> list:
+        return self._put_encoded(decode_blind_wire(payload))
 
     def _accept_writes(self, items: list, as_siblings, apply) -> list:
         """The write intake both put RPCs share: an item naming another node as hint target is kept as a

@@ -140,7 +140,7 @@ def test_batches_make_one_call_per_replica_node():
         c.transport.call = spy
         keys = [b"key%d" % i for i in range(100)]
         await c.put_many([(k, b"v" + k) for k in keys])
-        puts = [n for n, m in calls if m == "put_encoded"]
+        puts = [n for n, m in calls if m == "put_blind"]
         assert len(puts) == len(set(puts)) <= len(sim.specs)
         calls.clear()
         got = await c.get_many(keys + [b"missing"], r=3)

@@ -267,6 +267,28 @@ def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
     sim.run_booted(body)
 
 
+def test_put_blind_stores_what_put_encoded_would_and_merges_with_what_is_there():
+    """``put_blind`` (a bulk blind write as columns) is ``put_encoded`` of each key's encoded sibling: a new key
+    is stored byte for byte as ``encode_siblings`` gives it, an existing one is merged (a concurrent version
+    stays a sibling), and a malformed payload is refused whole with ``ValueError``."""
+    from raykv.cluster.codec import BlindBatch, decode_siblings, encode_siblings
+    sim = Simulation(seed=13, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        old = sib("x", 1, b"old")
+        await node.rpc_put_encoded([(b"b", encode_siblings([old]))])
+        batch = BlindBatch([("d1", 7), ("d1", 8), ("d1", 9)], [b"A", b"B", None], 5.0)
+        assert await node.rpc_put_blind(batch.wire([b"a", b"b", b"t"], [0, 1, 2])) == [True] * 3
+        assert await node.rpc_get_encoded([b"a", b"t"]) == [batch[0], batch[2]]     # stored as sent
+        assert {s.value for s in decode_siblings((await node.rpc_get_encoded([b"b"]))[0])} == {b"old", b"B"}
+        assert node.serve("put_blind", batch.wire([b"a", b"c"], [1])) == [True]     # the threaded actor's path
+        with pytest.raises(ValueError):
+            await node.rpc_put_blind([(b"z", encode_siblings([old]))])
+        assert await node.rpc_get_encoded([b"z"]) == [None]
+    sim.run_booted(body)
+
+
 def test_anti_entropy_yields_to_heavy_client_traffic_but_only_for_a_bounded_number_of_rounds():
     from raykv.cluster.node import AE_BUSY_KEYS, AE_MAX_DEFER
     sim = Simulation(seed=12, nodes=3, config=NO_AE)

@@ -3,6 +3,7 @@ never called only plans rounds; each test feeds the replies itself and checks th
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections import Counter
 
@@ -13,7 +14,7 @@ from raykv.cluster.config import StoreConfig
 from raykv.cluster.coordinator import Coordinator
 from raykv.cluster.rounds import READ_ATTEMPTS
 from raykv.cluster.transport import Transport
-from raykv.cluster.codec import decode_siblings, encode_siblings
+from raykv.cluster.codec import decode_blind_wire, decode_siblings, encode_siblings
 from raykv.cluster.vclock import merged_context
 from raykv.errors import NodeUnavailable, QuorumNotReached
 
@@ -64,8 +65,13 @@ def by_node(sends) -> dict:
     return {s[0]: s for s in sends}
 
 
+def items_of(send) -> list:
+    """A write send's items as ``(key, encoded)`` or ``(key, encoded, hint target)``, whatever its wire form."""
+    return decode_blind_wire(send[2]) if send[1] == "put_blind" else send[2]
+
+
 def ack(rnd, send) -> list:
-    return rnd.on_reply(send[3], [True] * len(send[2]), None)
+    return rnd.on_reply(send[3], [True] * len(items_of(send)), None)
 
 
 def fail(rnd, send) -> list:
@@ -153,12 +159,14 @@ def test_put_many_one_send_per_node_each_key_n_times():
     by = by_node(sends)
     assert sorted(by) == [nid for nid, _ in NODES] and len(sends) == 5
     seen = Counter()
-    blobs = dict(rnd.plain)
-    for node, method, payload, _tag in sends:
-        assert method == "put_encoded"
-        for entry in payload:
+    blobs = dict(zip(rnd.keys, (rnd.blobs[i] for i in range(len(rnd.keys)))))
+    for send in sends:
+        node, method = send[:2]
+        assert method == "put_blind"                               # columns, encoded by each replica
+        for entry in items_of(send):
             key, blob = entry                                      # no hints: everyone is up
-            assert blob is blobs[key] and node in pref(c, key)
+            assert blob == blobs[key] and node in pref(c, key)
+            assert decode_siblings(blob)[0].value == dict(items)[key]
             seen[key] += 1
     assert seen == {key: 3 for key, _ in items} and set(clocks) == set(seen)
     for s in sends:
@@ -178,22 +186,25 @@ def test_put_many_down_node_share_goes_to_hinted_fallbacks_and_a_failed_share_is
     rnd, _ = c.plan_put_many(items)
     sends = rnd.start()
     assert "n2" not in {s[0] for s in sends}
-    hinted = Counter(entry[0] for _n, _m, payload, _t in sends for entry in payload if len(entry) == 3)
+    hinted = Counter(entry[0] for s in sends for entry in items_of(s) if len(entry) == 3)
     held_by_n2 = {k for k, _ in items if "n2" in pref(c, k)}
     assert set(hinted) == held_by_n2 and set(hinted.values()) == {1}
-    assert all(entry[2] == "n2" for _n, _m, payload, _t in sends for entry in payload if len(entry) == 3)
-    direct = [s for s in sends if all(len(e) == 2 for e in s[2])]
+    assert all(entry[2] == "n2" for s in sends for entry in items_of(s) if len(entry) == 3)
+    direct = [s for s in sends if s[1] == "put_blind"]
+    assert all(s[1] == "put_encoded" for s in sends if s not in direct)    # a hint names its replica
     victim = direct[0]
+    lost = items_of(victim)
     retries = fail(rnd, victim)                          # one node's direct share fails
-    assert sorted(e[0] for s in retries for e in s[2]) == sorted(e[0] for e in victim[2])
-    assert all(len(e) == 3 and e[2] == victim[0] for s in retries for e in s[2])
+    assert sorted(e[0] for s in retries for e in items_of(s)) == sorted(e[0] for e in lost)
+    assert all(len(e) == 3 and e[2] == victim[0] for s in retries for e in items_of(s))
+    assert {e[0]: e[1] for s in retries for e in items_of(s)} == dict(lost)     # the same bytes, hinted
     for s in sends + retries:
         if s is not victim:
             ack(rnd, s)
     assert rnd.decided and rnd.complete
     rnd.finish()
-    assert c.counters["sloppy_writes"] == len(held_by_n2) + len(victim[2])
-    assert c.counters["write_retries"] == len(victim[2])
+    assert c.counters["sloppy_writes"] == len(held_by_n2) + len(lost)
+    assert c.counters["write_retries"] == len(lost)
 
 
 def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
@@ -204,9 +215,9 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     sends = rnd.start()
     assert len(sends) > 5                                            # more than one call per node
     seen = Counter()
-    for node, _m, payload, _tag in sends:
-        assert sum(len(k) + len(b) + 24 for k, b in payload) <= 2_000
-        seen.update(k for k, _ in payload)
+    for send in sends:
+        assert len(pickle.dumps(send[2], protocol=5)) <= 2_000
+        seen.update(k for k, _ in items_of(send))
     assert seen == {key: 3 for key, _ in items}
     for s in sends:
         ack(rnd, s)
@@ -220,6 +231,28 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     per_call = max(1, 2_000 // rounds.READ_CHUNK_BYTES)
     assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
     assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 3 for k in keys}
+
+
+def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
+    """``bulk_write_rounds``: a 1,000-key write of 100-byte values at N=3 over 5 nodes is ONE round, and once
+    planned on a real-sized ring (256 tokens a node) every node's share is one ``put_blind`` call under the
+    90 KB cap; more keys make even rounds; huge values fall back to rounds of ``min_keys``."""
+    items = [(b"bulk%010d" % i, bytes([i % 251]) * 100) for i in range(1000)]
+    assert rounds.bulk_write_rounds(items, 5, 3, 90_000, 500, 4096) == [(0, 1000)]
+    c = coordinator(StoreConfig(replicas=3, read_quorum=2, write_quorum=2))
+    rnd, _ = c.plan_put_many(items)
+    rnd.max_payload = 90_000
+    sends = rnd.start()
+    assert sorted(s[0] for s in sends) == [nid for nid, _ in NODES]        # one call per node
+    assert all(len(pickle.dumps((s[1], (s[2],)), protocol=5)) <= 90_000 for s in sends)
+
+    cuts = rounds.bulk_write_rounds(items * 5, 5, 3, 90_000, 500, 4096)
+    assert cuts[0] == (0, 1000) and cuts[-1][1] == 5000 and len({hi - lo for lo, hi in cuts}) == 1
+    assert rounds.bulk_write_rounds(items, 3, 3, 90_000, 500, 4096) == [(0, 500), (500, 1000)]   # all keys on all
+    big = [(k, v * 100) for k, v in items[:2000]]
+    assert rounds.bulk_write_rounds(big, 5, 3, 90_000, 500, 4096) == [(0, 500), (500, 1000)]
+    assert rounds.bulk_write_rounds(items, 5, 3, None, 500, 4096) == [(0, 1000)]         # no cap: one round
+    assert rounds.bulk_write_rounds([], 5, 3, 90_000, 500, 4096) == []
 
 
 # ---------------------------------------------------------------------------------------------- reads

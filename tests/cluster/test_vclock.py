@@ -258,6 +258,35 @@ def test_bulk_blind_encoding_is_byte_identical(entries, ts, expires):
 
 
 @settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(ACTORS), st.integers(0, 2**40), st.none() | st.binary(max_size=20)),
+                max_size=8), st.floats(0, 1e9), st.none() | st.floats(0, 1e9), st.data())
+def test_blind_batch_wire_rebuilds_the_same_bytes(entries, ts, expires, data):
+    """``codec.BlindBatch``: what a bulk write keeps (columns) and sends a replica (``wire``, any subset of
+    its items, through pickle) decodes on the node (``decode_blind_wire``) to exactly ``encode_siblings`` of
+    each blind sibling; ``batch[i]`` (a hinted copy) is the same bytes."""
+    from raykv.cluster.codec import BlindBatch, decode_blind_wire
+    dots = [(a, n) for a, n, _v in entries]
+    values = [v for _a, _n, v in entries]
+    keys = [b"k%d" % i for i in range(len(entries))]
+    batch = BlindBatch(dots, values, ts, expires)
+    want = [encode_siblings([Sibling(d, VClock(), v, ts, expires)]) for d, v in zip(dots, values)]
+    assert len(batch) == len(want) and [batch[i] for i in range(len(batch))] == want
+    idx = data.draw(st.lists(st.sampled_from(range(len(keys))), unique=True) if keys else st.just([]))
+    wire = pickle.loads(pickle.dumps(batch.wire(keys, idx), protocol=5))
+    assert decode_blind_wire(wire) == [(keys[i], want[i]) for i in idx]
+
+
+def test_blind_wire_rejects_a_malformed_payload():
+    from raykv.cluster.codec import BlindBatch, decode_blind_wire
+    with pytest.raises(ValueError, match="dots for"):
+        BlindBatch([("a", 1)], [], 0.0)
+    with pytest.raises(ValueError, match="must be"):
+        decode_blind_wire([(b"k", b"blob")])                     # a put_encoded payload sent as put_blind
+    with pytest.raises(ValueError, match="2 keys, 1 dots"):
+        decode_blind_wire((0.0, None, [b"a", b"b"], [("a", 1)], [b"x"]))
+
+
+@settings(max_examples=200)
 @given(st.integers(1, 6), st.lists(st.tuples(st.booleans(), st.lists(st.binary(min_size=1, max_size=1)
                                                                      .map(lambda b: bytes([b[0] % 5])),
                                                                      max_size=6)), max_size=6))
