@@ -44,14 +44,14 @@ import ray
 
 from raykv.actors.metrics import Metrics
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
-from raykv.cluster.rounds import bulk_read_rounds, bulk_write_rounds, raise_failed
+from raykv.cluster.rounds import bulk_write_rounds, raise_failed
 from raykv.errors import NodeUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
-PIPELINE = 500              # keys per bulk round at least: the driver plans round k+1 while nodes serve round k
-MAX_ROUND = 4096            # keys per bulk round at most
+PIPELINE = 500              # keys per round of a bulk read: the driver plans round k+1 while nodes read round k
+MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
@@ -232,16 +232,13 @@ class ClientRouter:
             self.metrics.observe("get_many", time.perf_counter() - t0)
 
     def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
-        """Read rounds (``rounds.bulk_read_rounds``), all in flight together; read repair left to the daemon."""
+        """Read rounds of ``PIPELINE`` keys, all in flight together; read repair left to the daemon."""
         self._ensure_view()
         timeout = timeout or self.config.request_timeout
         rounds, out = [], {}
-        with self.mu:
-            nodes = len(self.coord.membership.ring("read"))
-        for lo, hi in bulk_read_rounds(len(keys), nodes, self.config.replicas, self.transport.max_payload,
-                                       PIPELINE, MAX_ROUND):
+        for lo in range(0, len(keys), PIPELINE):
             with self.mu:
-                rnd = self.coord.plan_read(op, keys[lo:hi], r=r, consistency=consistency)
+                rnd = self.coord.plan_read(op, keys[lo:lo + PIPELINE], r=r, consistency=consistency)
                 sends = rnd.start()
             rounds.append(rnd)
             self._submit(rnd, sends, out, timeout)

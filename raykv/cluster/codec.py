@@ -9,7 +9,6 @@ layout. Cost: one pass with precompiled ``struct`` formats; the blind-write path
 from __future__ import annotations
 
 import struct
-from hashlib import blake2b
 
 from .vclock import Sibling, VClock
 
@@ -76,16 +75,6 @@ def encode_blind_many(dots: list[tuple[str, int]], values: list[bytes | None], t
         else:
             append(pre + pack(0, n, timestamp, 0, 0, len(v)) + v)
     return out
-
-
-DIGEST_BYTES = 8
-
-
-def digest_of(blob: bytes | None) -> bytes | None:
-    """The digest a replica answers instead of an encoded sibling set in a digest read (``get_digested``):
-    8 bytes of blake2b, None for an absent key (None or b""). Equal bytes give equal digests; a collision
-    between two different versions (2**-64) would only hide a difference from that read's repair. ~0.3 us."""
-    return blake2b(blob, digest_size=DIGEST_BYTES).digest() if blob else None
 
 
 class BlindBatch:

@@ -28,8 +28,7 @@ Durable state lives in the backend: data, hints, and meta "member" =
 RPC surface (transport method -> ``rpc_<method>``): put_batch(items),
 get_batch(keys), put_encoded(items), get_encoded(keys) (the same with sibling
 sets as ``codec.encode_siblings`` bytes: what coordinators use), put_blind(payload)
-(a bulk blind write as columns, ``codec.BlindBatch``), get_digested((keys, full))
-(a digest read: values for the first ``full`` keys, 8-byte digests for the rest), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
+(a bulk blind write as columns, ``codec.BlindBatch``), gossip(view), fetch_range(lo, hi, limit), ae_tree(arcs,
 depth), ae_fetch(arcs, diff), leave(), status(). ``items`` are
 ``(key, siblings)`` or ``(key, siblings, hint_target)`` tuples;
 put_batch answers one bool per item (False: a hint refused, Overloaded).
@@ -48,7 +47,7 @@ from .hints import hint_batch, pending_targets, retire_delivered, store_hint
 from .membership import Membership
 from .ring import NodeInfo, key_token
 from .transport import Transport
-from .codec import decode_blind_wire, decode_siblings, digest_of, encode_siblings
+from .codec import decode_blind_wire, decode_siblings, encode_siblings
 from .vclock import sync
 from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
@@ -251,7 +250,7 @@ class StorageNode:
         if self.membership is None:
             raise NodeUnavailable(f"storage node {self.node_id} is starting")
 
-    SERVED = frozenset({"put_batch", "put_encoded", "put_blind", "get_batch", "get_encoded", "get_digested"})
+    SERVED = frozenset({"put_batch", "put_encoded", "put_blind", "get_batch", "get_encoded"})
 
     def serve(self, method: str, *args):
         """The data RPCs (``SERVED``) run synchronously, in the caller's thread: they never await, and the
@@ -328,19 +327,6 @@ class StorageNode:
     def _get_encoded(self, keys: list[bytes]) -> list:
         self._count_reads(keys)
         return self.backend.get_many_encoded(keys)     # one engine view for the batch (LSM backend)
-
-    async def rpc_get_digested(self, payload: tuple) -> list:
-        """A digest read (Cassandra's): ``payload`` = (keys, full); the first ``full`` keys are answered as
-        ``get_encoded`` does, the rest with ``codec.digest_of`` their encoded bytes (8 bytes, None when
-        absent). One engine view for all. What a bulk read asks the replicas that are not its data replica."""
-        return self._get_digested(payload)
-
-    def _get_digested(self, payload: tuple) -> list:
-        keys, full = payload
-        got = self._get_encoded(keys)
-        if full < len(got):
-            got[full:] = map(digest_of, got[full:])
-        return got
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
         """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""

@@ -40,15 +40,13 @@ from typing import Callable
 from .config import StoreConfig
 from .membership import Membership
 from .quorum import POS_MASK, SLOT_BITS, KeyTallies, Quorum, read_repair_plan
-from .codec import BlindBatch, decode_siblings, digest_of, encode_siblings
+from .codec import BlindBatch, decode_siblings, encode_siblings
 from .vclock import Sibling, live, reconcile
 from ..errors import QuorumNotReached
 
 Send = tuple  # (node_id, method, payload, tag): one call a driver makes for a round
 
 READ_CHUNK_BYTES = 200     # assumed bytes per value read, to size read calls under ``max_payload``
-DIGEST_MIN_KEYS = 64       # reads of at least this many keys are digest reads (``ReadRound``)
-DIGEST_REPLY_BYTES = 16    # bytes of a digest in a reply, pickled, to size digest-read calls
 READ_ATTEMPTS = 3        # a node whose read failed is asked again (reads are idempotent) up to this many times
 WRITE_REROUTES = 2       # a replica whose write failed is re-routed to a fallback at most this many times
 
@@ -104,29 +102,9 @@ def bulk_write_rounds(items: list[tuple[bytes, bytes | None]], nodes: int, repli
         per_key = sum(len(k) + (len(v) if v is not None else 0) for k, v in sample) / len(sample) + 25
         share = min(1.0, replicas / max(1, nodes))
         size = min(max_keys, max(min_keys, int(cap / (per_key * share))))
-    return _even(len(items), size)
-
-
-def bulk_read_rounds(count: int, nodes: int, replicas: int, cap: int | None, min_keys: int,
-                     max_keys: int) -> list[tuple[int, int]]:
-    """``bulk_write_rounds`` for a read of ``count`` keys: a digest read (``ReadRound``) asks each node for
-    about ``1 / nodes`` of the keys in full (``READ_CHUNK_BYTES`` each, assumed) and ``(replicas - 1) / nodes``
-    as digests (``DIGEST_REPLY_BYTES``), so ~1,900 keys fit one call per node at N=3 over 5 nodes."""
-    if count <= 0:
-        return []
-    size = max_keys
-    if cap:
-        r = max(1, min(nodes, replicas))          # replicas a key really has
-        per_key = (READ_CHUNK_BYTES + (r - 1) * DIGEST_REPLY_BYTES) / max(1, nodes)   # reply bytes per node
-        size = min(max_keys, max(min_keys, int(cap / per_key)))
-    return _even(count, size)
-
-
-def _even(count: int, size: int) -> list[tuple[int, int]]:
-    """``range(count)`` cut into the fewest runs of at most ``size``, of even length."""
-    parts = -(-count // size)
-    step = -(-count // parts)
-    return [(lo, min(lo + step, count)) for lo in range(0, count, step)]
+    count = -(-len(items) // size)
+    step = -(-len(items) // count)
+    return [(lo, min(lo + step, len(items))) for lo in range(0, len(items), step)]
 
 
 def _group(prefs: list[tuple]) -> dict[tuple, list[int]]:
@@ -349,36 +327,20 @@ _MISSING = object()
 class ReadRound(_Round):
     """One read request over ``keys`` (distinct): every replica asked, decided after R replies per key.
 
-    Replies stay encoded (``chunks``, as they came); as each arrives, a key's first answer is decoded and
-    later answers are only compared with it bytewise, so the decoding overlaps the wait for the other replies
-    instead of following the last one (a 1,000-key ``get_many``, median of 60: 12.5-13.9 -> 11.3-11.9 ms).
-
-    **Digest reads** (Cassandra's), for rounds of at least ``DIGEST_MIN_KEYS`` keys: each key's *data
-    replica* (the first one believed up, in the local datacenter when there is one) sends the encoded
-    siblings, the other replicas an 8-byte digest of theirs (``get_digested``: one call per node still, its
-    reply about a third of the bytes, so a node's share of a 1,000-key read fits one Ray call). A digest that
-    matches the key's first answer counts as that answer; one that does not, or one whose data replica failed,
-    makes the round read that replica in full (``get_encoded``), so merging and read repair see every
-    version, as without digests. Single-key and small reads ask everyone in full: there, any R of the N
-    replies decide, not the data replica's plus R-1.
-
-    A call's tag is ``(node, key indices, slots, attempt)`` for a full read and ``(node, full indices, full
-    slots, digest indices, digest slots, attempt)`` for a digest read."""
+    A call's tag is ``(node, key indices, slots, attempt)``. Replies stay encoded (``chunks``, as they
+    came); as each arrives, a key's first answer is decoded and later answers are only compared with it
+    bytewise, so the decoding overlaps the wait for the other replies instead of following the last one
+    (a 1,000-key ``get_many``, median of 60: 12.5-13.9 -> 11.3-11.9 ms, same driver CPU)."""
 
     def __init__(self, op: str, keys: list[bytes], q: Quorum, membership: Membership, config: StoreConfig,
                  now: float, counters: dict, on_failure: Callable[[str], None]) -> None:
         super().__init__(op, q, membership, config, now, counters, on_failure)
         self.keys = keys
         self.chunks: list[tuple[str, list[int], list]] = []    # (node, key indices, encoded replies)
-        self.dchunks: list[tuple[str, list[int]]] = []         # (node, keys whose digest matched the first answer)
         self.attempts: dict[str, int] = {}
-        self.replies = 0                              # calls answered
         self._first: list = [_MISSING] * len(keys)    # per key: the first answer, encoded
         self._sibs: list = [None] * len(keys)         # per key: that answer decoded (None: not yet / malformed)
         self._mixed: set[int] = set()                 # keys whose answers differ: merged in result()
-        self._fdig: list | None = None                # per key: digest of the first answer (digest reads)
-        self._parked: dict[int, list] = {}            # key -> [(slot, node, digest)] that came before any answer
-        self._lost: set[int] = set()                  # keys whose data replica failed: digests become full reads
         counters["ops"] += 1
         counters["gets"] += 1
         counters["keys_read"] += len(keys)
@@ -387,68 +349,19 @@ class ReadRound(_Round):
         cfg = self.config
         prefs = self.m.ring("read").preference_tuples(self.keys, cfg.replicas, cfg.dc_replicas)
         self.tallies = KeyTallies(self.q, prefs, self.dc_of)
-        if len(self.keys) >= DIGEST_MIN_KEYS and cfg.replicas > 1:
-            return self._start_digested(prefs)
         groups, _ = _fan(prefs)
         step = max(1, self.max_payload // READ_CHUNK_BYTES) if self.max_payload else None
         return [self._ask(node, idx[lo:lo + step] if step else idx, slots[lo:lo + step] if step else slots, 1)
                 for node, (idx, slots) in groups.items() for lo in range(0, len(idx), step or len(idx))]
-
-    def _data_position(self, pref: tuple) -> int:
-        """Position in ``pref`` of the data replica: the first believed up, preferring the local datacenter."""
-        up, local = self.up, self.config.local_datacenter
-        if local is not None:
-            for j, node in enumerate(pref):
-                if up[node] and self.dc_of.get(node) == local:
-                    return j
-        for j, node in enumerate(pref):
-            if up[node]:
-                return j
-        return 0
-
-    def _start_digested(self, prefs: list[tuple]) -> list[Send]:
-        self._fdig = [_MISSING] * len(self.keys)
-        full: dict[str, tuple[list, list]] = {}
-        dig: dict[str, tuple[list, list]] = {}
-        for p, idx in _group(prefs).items():
-            d = self._data_position(p)
-            for j, node in enumerate(p):
-                g = (full if j == d else dig).get(node)
-                if g is None:
-                    g = (full if j == d else dig)[node] = ([], [])
-                g[0].extend(idx)
-                g[1].extend([i << SLOT_BITS | j for i in idx])
-        cap, none = self.max_payload, ([], [])
-        sends = []
-        for node in list(full) + [n for n in dig if n not in full]:
-            fi, fs = full.get(node, none)
-            di, ds = dig.get(node, none)
-            cost = len(fi) * READ_CHUNK_BYTES + len(di) * DIGEST_REPLY_BYTES
-            parts = max(1, -(-cost // cap)) if cap else 1
-            for k in range(parts):
-                a, b = len(fi) * k // parts, len(fi) * (k + 1) // parts
-                c, e = len(di) * k // parts, len(di) * (k + 1) // parts
-                sends.append(self._ask_digested(node, fi[a:b], fs[a:b], di[c:e], ds[c:e], 1))
-        return sends
 
     def _ask(self, node: str, idx: list[int], slots: list[int], attempt: int) -> Send:
         self.attempts[node] = max(self.attempts.get(node, 0), attempt)
         self.outstanding += 1
         return (node, "get_encoded", list(map(self.keys.__getitem__, idx)), (node, idx, slots, attempt))
 
-    def _ask_digested(self, node: str, fi: list[int], fs: list[int], di: list[int], ds: list[int],
-                      attempt: int) -> Send:
-        self.attempts[node] = max(self.attempts.get(node, 0), attempt)
-        self.outstanding += 1
-        keys = self.keys
-        return (node, "get_digested", ([keys[i] for i in fi] + [keys[i] for i in di], len(fi)),
-                (node, fi, fs, di, ds, attempt))
-
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
         """Keep a node's encoded answers; a failed call is made again (``READ_ATTEMPTS``) while it matters."""
         self.outstanding -= 1
-        if len(tag) == 6:
-            return self._on_digested(tag, res, exc)
         node, idx, slots, attempt = tag
         t = self.tallies
         if exc is not None:
@@ -457,98 +370,11 @@ class ReadRound(_Round):
                 return [self._ask(node, idx, slots, attempt + 1)]
             for s in slots:
                 t.report(s, False)
-            return self._data_lost(idx)
-        self.replies += 1
+            return []
         self.chunks.append((node, idx, res))
         self._absorb(idx, res)
         t.ack_slots(slots)
-        return self._settle(idx) if self._parked else []
-
-    def _on_digested(self, tag, res, exc: BaseException | None) -> list[Send]:
-        node, fi, fs, di, ds, attempt = tag
-        t = self.tallies
-        if exc is not None:
-            # the keys it held the data for are read in full from their other replicas at once; the node itself
-            # is asked again in full (reads are idempotent) while that can still decide a key
-            self.failed_node(node)
-            sends = []
-            if attempt < READ_ATTEMPTS and any(t.decision(i) == "wait" for i in fi + di):
-                sends.append(self._ask(node, fi + di, fs + ds, attempt + 1))
-            else:
-                for s in fs + ds:
-                    t.report(s, False)
-            return sends + self._data_lost(fi)
-        self.replies += 1
-        sends = []
-        nf = len(fi)
-        if nf:
-            got = res[:nf]
-            self.chunks.append((node, fi, got))
-            self._absorb(fi, got)
-            t.ack_slots(fs)
-            if self._parked:
-                sends = self._settle(fi)
-        if di:
-            sends += self._digests(node, di, ds, res[nf:])
-        return sends
-
-    def _digests(self, node: str, di: list[int], ds: list[int], digests: list) -> list[Send]:
-        """Credit the digests that match their key's first answer; read the others in full from ``node``; park
-        those that came before any answer (``_settle`` credits them when it comes)."""
-        first, fdig, lost = self._first, self._fdig, self._lost
-        ok_i, ok_s, re_i, re_s = [], [], [], []
-        for i, s, d in zip(di, ds, digests):
-            f = first[i]
-            if f is _MISSING:
-                if i in lost:
-                    re_i.append(i)
-                    re_s.append(s)
-                else:
-                    self._parked.setdefault(i, []).append((s, node, d))
-                continue
-            h = fdig[i]
-            if h is _MISSING:
-                h = fdig[i] = digest_of(f)
-            if h == d:
-                ok_i.append(i)
-                ok_s.append(s)
-            else:
-                re_i.append(i)
-                re_s.append(s)
-        if ok_s:
-            self.dchunks.append((node, ok_i))
-            self.tallies.ack_slots(ok_s)
-        if re_i:
-            self.counters["digest_mismatches"] = self.counters.get("digest_mismatches", 0) + len(re_i)
-            return [self._ask(node, re_i, re_s, 1)]
         return []
-
-    def _settle(self, idx: list[int]) -> list[Send]:
-        """The parked digests of keys in ``idx`` (which now have a first answer), credited or re-read."""
-        parked, by = self._parked, {}
-        for i in idx:
-            for s, node, d in parked.pop(i, ()):
-                by.setdefault(node, ([], [], []))
-                by[node][0].append(i)
-                by[node][1].append(s)
-                by[node][2].append(d)
-        return [send for node, (di, ds, dd) in by.items() for send in self._digests(node, di, ds, dd)]
-
-    def _data_lost(self, idx: list[int]) -> list[Send]:
-        """Keys of ``idx`` left without an answer by a failed data replica: their digests, parked or to come,
-        turn into full reads of the replicas that sent them."""
-        if self._fdig is None:
-            return []
-        first, parked, by = self._first, self._parked, {}
-        for i in idx:
-            if first[i] is not _MISSING:
-                continue
-            self._lost.add(i)
-            for s, node, _d in parked.pop(i, ()):
-                by.setdefault(node, ([], []))
-                by[node][0].append(i)
-                by[node][1].append(s)
-        return [self._ask(node, ii, ss, 1) for node, (ii, ss) in by.items()]
 
     def _absorb(self, idx: list[int], res: list) -> None:
         first, sibs, mixed = self._first, self._sibs, self._mixed
@@ -569,22 +395,16 @@ class ReadRound(_Round):
     @property
     def answered(self) -> int:
         """Replies received (one per node call)."""
-        return self.replies
+        return len(self.chunks)
 
     def _answers(self, keys: set[int]) -> dict[int, dict]:
-        """{key index: {node: encoded answer}} for ``keys``; a node whose digest matched holds the first
-        answer. O(replies)."""
+        """{key index: {node: encoded answer}} for ``keys``. O(replies)."""
         per: dict[int, dict] = {i: {} for i in keys}
         if per:
             for node, idx, res in self.chunks:
                 for i, b in zip(idx, res):
                     if i in per:
                         per[i][node] = b
-            first = self._first
-            for node, idx in self.dchunks:
-                for i in idx:
-                    if i in per:
-                        per[i].setdefault(node, first[i])
         return per
 
     def result(self, now: float, raw: bool = False) -> dict[bytes, list[Sibling]]:

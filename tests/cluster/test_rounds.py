@@ -225,21 +225,12 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     rnd.finish()
 
     keys = [k for k, _ in items]
-    read = c.plan_read("get_many", keys)                            # 200 keys: a digest read
+    read = c.plan_read("get_many", keys)
     read.max_payload = 2_000
     asks = read.start()
-    assert {m for _n, m, _p, _t in asks} == {"get_digested"}
-    for _n, _m, (ks, full), _t in asks:                              # reply bytes, as the round estimates them
-        assert full * rounds.READ_CHUNK_BYTES + (len(ks) - full) * rounds.DIGEST_REPLY_BYTES <= 2_000
-    assert Counter(k for _n, _m, (ks, _f), _t in asks for k in ks) == {k: 3 for k in keys}
-    assert Counter(k for _n, _m, (ks, full), _t in asks for k in ks[:full]) == {k: 1 for k in keys}
-    small = c.plan_read("get_many", keys[:rounds.DIGEST_MIN_KEYS - 1])
-    small.max_payload = 2_000
-    asks = small.start()
     per_call = max(1, 2_000 // rounds.READ_CHUNK_BYTES)
-    assert {m for _n, m, _p, _t in asks} == {"get_encoded"}
     assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
-    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 3 for k in keys[:len(small.keys)]}
+    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 3 for k in keys}
 
 
 def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
@@ -392,135 +383,3 @@ def test_local_quorum_hint_prefers_the_down_replicas_datacenter():
     _, rnd, hinted = _dc_write(b"k0", down=["e2"])              # fallbacks in ring order: w2, then e3
     assert hinted == {"e2": "e3"}
     rnd.finish()
-
-
-# ---------------------------------------------------------------------------------------------- digest reads
-
-def serve(store: dict, send) -> list:
-    """What a replica holding ``store[node]`` ({key: encoded}) answers to a read send."""
-    from raykv.cluster.codec import digest_of
-    node, method, payload, _tag = send
-    held = store[node]
-    if method == "get_encoded":
-        return [held.get(k) for k in payload]
-    assert method == "get_digested"
-    keys, full = payload
-    return [held.get(k) for k in keys[:full]] + [digest_of(held.get(k)) for k in keys[full:]]
-
-
-def version(actor: str, n: int, value: bytes, ts: float = 1.0) -> bytes:
-    from raykv.cluster.vclock import Sibling, VClock
-    return encode_siblings([Sibling((actor, n), VClock(), value, ts, None)])
-
-
-def test_digest_read_asks_one_replica_per_key_in_full_and_decides_on_matching_digests():
-    c = coordinator()
-    keys = [b"key%03d" % i for i in range(100)]
-    store = {nid: {k: version("a", 1, b"v" + k) for k in keys if nid in pref(c, k)} for nid, _ in NODES}
-    rnd = c.plan_read("get_many", keys)
-    sends = rnd.start()
-    assert len(sends) == 5 and {s[1] for s in sends} == {"get_digested"}       # one call per node
-    full_of = Counter(k for _n, _m, (ks, full), _t in sends for k in ks[:full])
-    assert full_of == {k: 1 for k in keys}
-    for _n, _m, (ks, full), _t in sends:                                          # the data replica: the first
-        assert all(pref(c, k)[0] == _n for k in ks[:full])
-    for send in reversed(sends):                    # digests may come before their data: parked, then credited
-        assert rnd.on_reply(send[3], serve(store, send), None) == []
-    assert rnd.decided and rnd.complete and rnd.answered == 5
-    rnd.finish()
-    assert {k: [s.value for s in v] for k, v in rnd.result(0.0).items()} == {k: [b"v" + k] for k in keys}
-    assert rnd.repair_plan() == {}
-
-
-def test_digest_read_of_a_stale_replica_reads_it_in_full_merges_and_repairs_every_replica_that_differs():
-    c = coordinator()
-    keys = [b"key%03d" % i for i in range(100)]
-    old, new = version("a", 1, b"old"), version("b", 1, b"new", 2.0)
-    store = {nid: {k: old for k in keys if nid in pref(c, k)} for nid, _ in NODES}
-    k0 = keys[0]
-    a, b, r3 = pref(c, k0)
-    store[b][k0] = new                             # a concurrent version on one non-data replica
-    rnd = c.plan_read("get_many", keys)
-    sends = rnd.start()
-    extra = []
-    for send in sends:
-        extra += rnd.on_reply(send[3], serve(store, send), None)
-    assert [(s[0], s[1], s[2]) for s in extra] == [(b, "get_encoded", [k0])]    # the mismatch, read in full
-    assert not rnd.complete
-    assert rnd.on_reply(extra[0][3], serve(store, extra[0]), None) == []
-    assert rnd.complete and c.counters["digest_mismatches"] == 1
-    assert sorted(s.value for s in rnd.result(0.0)[k0]) == [b"new", b"old"]      # siblings, as a full read
-    plan = rnd.repair_plan()
-    assert sorted(plan) == sorted([a, b, r3])      # r3's digest matched a's bytes: it is stale too
-    assert all(items == [(k0, plan[a][0][1])] for items in plan.values())
-
-
-def test_digest_read_whose_data_replica_fails_reads_the_key_in_full_elsewhere():
-    c = coordinator()
-    keys = [b"key%03d" % i for i in range(100)]
-    store = {nid: {k: version("a", 1, b"v" + k) for k in keys if nid in pref(c, k)} for nid, _ in NODES}
-    rnd = c.plan_read("get_many", keys)
-    sends = rnd.start()
-    victim = sends[0]
-    held_data = victim[2][0][:victim[2][1]]
-    others = []
-    for send in sends[1:]:                            # digests first: those of the victim's keys wait
-        others += rnd.on_reply(send[3], serve(store, send), None)
-    assert others == [] and not rnd.decided
-    retry = rnd.on_reply(victim[3], None, DOWN)       # the data replica fails
-    full = [s for s in retry if s[0] != victim[0]]
-    assert {s[1] for s in full} == {"get_encoded"}
-    assert sorted(k for s in full for k in s[2]) == sorted(k for k in held_data for _ in range(2))
-    for s in full:
-        assert rnd.on_reply(s[3], serve(store, s), None) == []
-    assert rnd.decided
-    rnd.finish()
-    assert all([s.value for s in v] == [b"v" + k] for k, v in rnd.result(0.0).items())
-
-
-def test_digest_read_skips_a_replica_believed_down_as_data_replica():
-    c = coordinator()
-    keys = [b"key%03d" % i for i in range(100)]
-    c.membership.suspect("n2", 0.0)
-    rnd = c.plan_read("get_many", keys)
-    for node, _m, (ks, full), _t in rnd.start():
-        assert node != "n2" or full == 0
-        assert all(pref(c, k)[0] == node or pref(c, k)[0] == "n2" for k in ks[:full])
-
-
-@pytest.mark.parametrize("seed", range(60))
-def test_digest_read_gives_what_a_full_read_gives_whatever_the_order_and_failures(seed):
-    """Random replica contents (equal, missing, concurrent versions), random reply order, one replica that
-    may fail every call: once complete, every key's result is the merge of what all reachable replicas hold,
-    exactly like a full read, and read repair names every reachable replica that differs from it."""
-    rng = random.Random(seed)
-    c = coordinator()
-    keys = [b"key%03d" % i for i in range(rng.randrange(64, 160))]
-    store = {nid: {} for nid, _ in NODES}
-    for k in keys:
-        base = version("a", 1, b"v" + k)
-        for n in pref(c, k):
-            r = rng.random()
-            if r < 0.75:
-                store[n][k] = base
-            elif r < 0.85:
-                store[n][k] = version("b%d" % rng.randrange(2), 1, b"w%d" % rng.randrange(2), 2.0)
-    dead = rng.choice([None, None, "n1", "n4"])
-    rnd = c.plan_read("get_many", keys)
-    pending = rnd.start()
-    while pending:
-        send = pending.pop(rng.randrange(len(pending)))
-        if send[0] == dead:
-            pending += rnd.on_reply(send[3], None, DOWN)
-        else:
-            pending += rnd.on_reply(send[3], serve(store, send), None)
-    assert rnd.complete
-    rnd.finish()                                      # R=2 of 3 with at most one replica down: every key is ok
-    got = rnd.result(0.0, raw=True)
-    plan = rnd.repair_plan()
-    for k in keys:
-        held = {n: store[n].get(k) for n in pref(c, k) if n != dead}
-        want = rounds.merge_encoded(held.values())
-        assert sorted(s.dot for s in got[k]) == sorted(s.dot for s in want)
-        stale = {n for n, b in held.items() if {s.dot for s in (decode_siblings(b) if b else [])} != {s.dot for s in want}}
-        assert {n for n, items in plan.items() if any(key == k for key, _ in items)} == stale
