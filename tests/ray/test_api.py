@@ -111,6 +111,23 @@ def test_ttl_expires(kv):
     assert kv.get(b"long") == b"x"
 
 
+def test_put_many_ttl_expires_every_key_and_overwrites_keep_siblings_rules(kv):
+    """A bulk write travels as columns (``put_blind``): its TTL must reach every replica, and a bulk blind
+    overwrite is a concurrent version of what is there (siblings), as a blind single put would be."""
+    short = {b"pm-short%03d" % i: b"s%d" % i for i in range(150)}
+    kv.put_many(short, ttl=0.5)
+    kv.put_many({b"pm-long%03d" % i: b"l" for i in range(150)}, ttl=60)
+    assert kv.get_many(list(short), r=3) == short
+    time.sleep(1.2)
+    assert kv.get_many(list(short), r=3) == {}
+    assert len(kv.get_many([b"pm-long%03d" % i for i in range(150)], r=3)) == 150
+    kv.put(b"pm-shared", b"theirs")
+    kv.put_many({b"pm-shared": b"mine"})                 # blind: concurrent with what is there
+    with pytest.raises(raykv.ConflictError) as e:
+        kv.get(b"pm-shared", r=3)
+    assert sorted(v.value for v in e.value.versions) == [b"mine", b"theirs"]
+
+
 def test_consistency_presets_and_per_request_quorums(kv):
     for preset in ("one", "quorum", "all"):
         kv.put(b"c-" + preset.encode(), b"v", consistency=preset)
