@@ -356,7 +356,9 @@ def test_compaction_inputs_survive_until_the_manifest_is_durable(tmp_path):
     with pytest.raises(OSError, match="simulated"):
         db.compact()
     db.close()                 # the process "dies" here: the new manifest never landed
-    with LSMStore(tmp_path) as db2:
+    # auto_compact off: a background compaction of the reopened store would otherwise race the listing below
+    # (its outputs in the state, its inputs not unlinked yet): the flake sessions 2-3 could not reproduce
+    with LSMStore(tmp_path, auto_compact=False) as db2:
         for i in range(500):
             assert db2.get(b"k%04d" % i) == (None if i % 3 == 0 else b"round2")
         names = os.listdir(tmp_path)
