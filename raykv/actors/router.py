@@ -50,7 +50,8 @@ from raykv.errors import NodeUnavailable
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
-PIPELINE = 500              # keys per round of a bulk read: the driver plans round k+1 while nodes read round k
+PIPELINE = 500              # keys per bulk read round, and at least per bulk write round: the driver plans
+                            # round k+1 while the nodes serve round k
 MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)

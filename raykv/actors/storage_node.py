@@ -8,7 +8,7 @@ machine hosts many nodes; placed by ``raykv.actors.placement``.
 
 It is a threaded actor (sync methods, ``MAX_THREADS`` at once), with its own
 asyncio event loop on one more thread. The data RPCs (``StorageNode.SERVED``:
-``put_encoded``, ``get_encoded``, ``put_batch``, ``get_batch``) run right in
+``put_encoded``, ``put_blind``, ``get_encoded``, ``put_batch``, ``get_batch``) run right in
 Ray's calling thread through ``node.serve``: they never await, and the node's
 ``write_lock`` serializes every read-merge-write of the backend. Everything
 else (gossip, anti-entropy, streaming, status) runs on the event loop

@@ -84,7 +84,7 @@ class BlindBatch:
     keys, dots, values)``, and the node rebuilds the very bytes with ``encode_blind_many``. Measured with 100-byte
     distinct values: about 130 bytes a key on the wire against 167 for ``(key, encoded)`` pairs (the actor id
     and the sibling header are not repeated per key; pickle sends a dot's actor string once), so a node's
-    share of a 1,000-key request fits one Ray call under the inline limit instead of two. ``blob(i)`` (a
+    share of a 1,000-key request fits one Ray call under the inline limit instead of two. ``batch[i]`` (a
     hinted copy, the rare path) encodes one key and keeps it. Cost: O(1) to build; O(len(idx)) per ``wire``."""
 
     __slots__ = ("dots", "values", "timestamp", "expires_at", "_blobs")
