@@ -77,6 +77,9 @@ def encode_blind_many(dots: list[tuple[str, int]], values: list[bytes | None], t
     return out
 
 
+BLIND_ITEM_OVERHEAD = 24   # wire bytes of a ``put_blind`` item besides its key and value (pickle framing, dot)
+
+
 class BlindBatch:
     """A bulk blind write's new versions as columns, with each key's ``encode_siblings`` bytes built on demand.
 
@@ -110,7 +113,7 @@ class BlindBatch:
     def size(self, i: int) -> int:
         """Wire bytes of item ``i`` besides its key, an upper estimate (pickle framing included)."""
         v = self.values[i]
-        return 16 + (len(v) if v is not None else 0)
+        return BLIND_ITEM_OVERHEAD + (len(v) if v is not None else 0)
 
     def wire(self, keys: list[bytes], idx: list[int]) -> tuple:
         """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``."""

@@ -40,7 +40,7 @@ from typing import Callable
 from .config import StoreConfig
 from .membership import Membership
 from .quorum import POS_MASK, SLOT_BITS, KeyTallies, Quorum, read_repair_plan
-from .codec import BlindBatch, decode_siblings, encode_siblings
+from .codec import BLIND_ITEM_OVERHEAD, BlindBatch, decode_siblings, encode_siblings
 from .vclock import Sibling, live, reconcile
 from ..errors import QuorumNotReached
 
@@ -87,19 +87,21 @@ def bulk_write_rounds(items: list[tuple[bytes, bytes | None]], nodes: int, repli
                       min_keys: int, max_keys: int) -> list[tuple[int, int]]:
     """A bulk write's ``items`` cut into rounds ``[lo, hi)`` of even size, each as large as keeps every node's
     expected share (``replicas / nodes`` of the round's keys) within one message of ``cap`` bytes, given a
-    wire item of its key and value plus ~25 bytes (``codec.BlindBatch``), and within [min_keys, max_keys].
+    wire item of its key and value plus ``BLIND_ITEM_OVERHEAD`` (``codec.BlindBatch``), and within
+    [min_keys, max_keys].
 
     Why: a Ray call costs ~0.65 ms of CPU whatever its size, so a 1,000-key write of 100-byte values at N=3 on
-    5 nodes is one round of 5 calls, not 2 rounds of 5 (measured: the bench's ``put_many`` 51k -> 72k items/s,
-    docs/benchmarks.md). A node whose share comes out larger is split by ``WriteRound._cuts``; with values so
-    large that a share overflows anyway, rounds of ``min_keys`` still let the driver plan one round while the
-    nodes write the previous one. O(1): the item size is estimated from the first 64 items."""
+    5 nodes is one round of 5 calls, not 2 rounds of 5 (measured with the columnar wire, alternated: p50 per
+    batch 15.4-18.8 -> 12.6-15.1 ms, docs/benchmarks.md "Session 4"). A node whose share comes out larger is
+    split by ``WriteRound._cuts``; with values so large that a share overflows anyway, rounds of ``min_keys``
+    still let the driver plan one round while the nodes write the previous one. O(1): the item size is
+    estimated from the first 64 items."""
     if not items:
         return []
     size = max_keys
     if cap:
         sample = items[:64]
-        per_key = sum(len(k) + (len(v) if v is not None else 0) for k, v in sample) / len(sample) + 25
+        per_key = BLIND_ITEM_OVERHEAD + sum(len(k) + (len(v) if v is not None else 0) for k, v in sample) / len(sample)
         share = min(1.0, replicas / max(1, nodes))
         size = min(max_keys, max(min_keys, int(cap / (per_key * share))))
     count = -(-len(items) // size)
@@ -280,7 +282,7 @@ class WriteRound(_Round):
         if self._sizes is None:
             if self.blind is not None:
                 size = self.blind.size
-                self._sizes = [len(k) + size(i) + 8 for i, k in enumerate(self.keys)]
+                self._sizes = [len(k) + size(i) for i, k in enumerate(self.keys)]
             else:
                 self._sizes = [len(k) + len(b) + 24 for k, b in self.plain]
         acc = list(accumulate(map(self._sizes.__getitem__, idx)))
