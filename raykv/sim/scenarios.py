@@ -80,7 +80,9 @@ def _finish(sim: Simulation, out: dict) -> dict:
 
 
 # ---------------------------------------------------------------- 1. no acknowledged write lost
-def run_no_acked_write_lost(seed: int, *, keys: int = 30, skew: float = 0.0) -> dict:
+def run_no_acked_write_lost(seed: int, *, keys: int = 30, skew: float = 0.0, bulk: int = 0) -> dict:
+    """``bulk`` > 0: the keys are written ``bulk`` at a time with ``put_many`` (RPC ``put_blind``, hinted copies
+    as ``put_encoded``); a batch counts as acknowledged only when ``put_many`` returned."""
     sim = _sim(seed, skew)
     rng = random.Random(seed * 7 + 1)
     c = sim.coordinator("c0")
@@ -90,11 +92,16 @@ def run_no_acked_write_lost(seed: int, *, keys: int = 30, skew: float = 0.0) -> 
         await sim.boot()
         stop = asyncio.Event()
         chaos = asyncio.ensure_future(_chaos(sim, rng, stop, ["c0"]))
-        for i in range(keys):
-            key, val = b"k%d" % i, b"v%d-%d" % (i, seed)
+        step = bulk or 1
+        for lo in range(0, keys, step):
+            batch = {b"k%d" % i: b"v%d-%d" % (i, seed) for i in range(lo, min(lo + step, keys))}
             try:
-                await c.put(key, val)
-                acked[key] = val
+                if bulk:
+                    await c.put_many(list(batch.items()))
+                else:
+                    (key, val), = batch.items()
+                    await c.put(key, val)
+                acked.update(batch)
             except QuorumNotReached:
                 pass
             await asyncio.sleep(rng.uniform(0.0, 0.15))

@@ -36,6 +36,14 @@ def test_no_acknowledged_write_lost():
     assert max(r["K"] for r in res) <= 3
 
 
+def test_no_acknowledged_bulk_write_lost():
+    """The same under bulk writes: ``put_many`` of 10 keys at a time (columns to each replica, hints as
+    encoded items) through crashes, partitions, drops and duplicates."""
+    res = sweep("no_acked_write_lost", SEEDS, keys=60, bulk=10)
+    assert sum(r["acked"] for r in res) > 0.3 * sum(r["attempted"] for r in res)
+    assert max(r["K"] for r in res) <= 3
+
+
 # 2 ------------------------------------------------------------------------------------------
 def test_no_concurrent_write_dropped():
     res = sweep("no_concurrent_write_dropped", SEEDS)
