@@ -106,7 +106,8 @@ def test_join_and_leave_under_load():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,kw", [("no_acked_write_lost", {}), ("no_concurrent_write_dropped", {}),
                                      ("convergence", {}), ("bounded_siblings", {"rmw": 30}),
-                                     ("join_leave", {}), ("no_acked_write_lost", {"skew": SKEW})])
+                                     ("join_leave", {}), ("no_acked_write_lost", {"skew": SKEW}),
+                                     ("no_acked_write_lost", {"keys": 60, "bulk": 10})])
 def test_scenarios_2000_seeds(name, kw):
     sweep(name, SLOW_SEEDS, **kw)
 
