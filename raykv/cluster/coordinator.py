@@ -223,7 +223,8 @@ class Coordinator:
 
     async def put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                        consistency: str | None = None, ttl: float | None = None) -> dict[bytes, VClock]:
-        """Blind writes of many keys (each a new sibling), one ``put_encoded`` per replica node."""
+        """Blind writes of many keys (each a new sibling), one ``put_blind`` per replica node (a hinted copy as
+        ``put_encoded``)."""
         write_quorum(self.config, w, consistency, self.config.local_datacenter)
         await self._ensure_view()
         rnd, clocks = self.plan_put_many(items, w=w, consistency=consistency, ttl=ttl)
