@@ -10,7 +10,7 @@ noisy; absolute times are not comparable between runs):
   fan-out floor (three replica calls, wait for two, no raykv logic). For
   reference, without targets: the same through the coordinator actors
   (``routing="coordinator"``), and *isolated* requests (raw call, put and get
-  interleaved, each after ``QUIET`` seconds of idle, ``_isolated``): there a
+  interleaved, each after ``QUIET`` seconds of idle, ``_interleaved``): there a
   put no longer shares the 2 cores with the previous put's third replica, but
   every call, raw ones included, also pays ~0.35 ms to wake idle processes;
 - ``put_many``/``get_many`` items/s at N=3 vs one plain Ray actor holding a
@@ -109,36 +109,23 @@ def _fanout_floor(kv):
 
 
 def _latency(fn, n: int, label: str) -> list[float]:
-    samples = []
-    for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
-        t0 = time.perf_counter()
-        fn(i)
-        samples.append(time.perf_counter() - t0)
-    return samples
+    """Latency samples of ``fn(i)`` called back-to-back ``n`` times."""
+    return _interleaved({label: fn}, n, label)[label]
 
 
-def _interleaved(fn_a, fn_b, n: int, label: str) -> tuple[list[float], list[float]]:
-    """``_latency`` of two operations alternated call by call, so both see the same moments of a noisy host."""
-    a, b = [], []
-    for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
-        for fn, out in ((fn_a, a), (fn_b, b)):
-            t0 = time.perf_counter()
-            fn(i)
-            out.append(time.perf_counter() - t0)
-    return a, b
-
-
-def _isolated(fns: dict, n: int, quiet: float, label: str) -> dict[str, list[float]]:
-    """Latency samples of each operation in ``fns`` ({name: fn(i)}), interleaved call by call, every call timed
-    after ``quiet`` seconds of idle: each request meets a store (or actor) that finished the previous one,
-    including raykv's third replica, which a W=2 put does not wait for. On one host that replica otherwise
-    runs on the same 2 cores as the next request, a cost a multi-machine cluster does not have. But waking
-    idle processes adds about the same constant (~0.35 ms measured) to every call, raw ones included, which
-    by itself pulls ratios towards 1: why these rows inform and the back-to-back ones carry the targets."""
+def _interleaved(fns: dict, n: int, label: str, quiet: float = 0.0) -> dict[str, list[float]]:
+    """Latency samples of each operation in ``fns`` ({name: fn(i)}), alternated call by call, so all see the same
+    moments of a noisy host. With ``quiet`` > 0 every call is timed after that many seconds of idle
+    (*isolated* requests): each request meets a store (or actor) that finished the previous one, including
+    raykv's third replica, which a W=2 put does not wait for. On one host that replica otherwise runs on the
+    same 2 cores as the next request, a cost a multi-machine cluster does not have. But waking idle
+    processes adds about the same constant (~0.35 ms measured) to every call, raw ones included, which by
+    itself pulls ratios towards 1: why the isolated rows inform and the back-to-back ones carry the targets."""
     out: dict[str, list[float]] = {name: [] for name in fns}
     for i in tqdm(range(n), desc=label, leave=False, file=sys.stderr):
         for name, fn in fns.items():
-            time.sleep(quiet)
+            if quiet:
+                time.sleep(quiet)
             t0 = time.perf_counter()
             fn(i)
             out[name].append(time.perf_counter() - t0)
@@ -219,16 +206,18 @@ def run(ops: int = 1000, batch: int = 1000, batches: int = 10, callers: int = 8,
         # Back-to-back loops (the verdict): raw calls alone, then puts, then gets with the fan-out floor.
         raw = _latency(lambda i: ray.get(echo.ping.remote(i)), ops, "raw round trip")
         puts = _latency(lambda i: kv.put(b"lat%08d" % i, value), ops, "put")
-        gets, floor = _interleaved(lambda i: kv.get(b"lat%08d" % i), _fanout_floor(kv), ops, "get / fan-out floor")
+        got = _interleaved({"get": lambda i: kv.get(b"lat%08d" % i), "floor": _fanout_floor(kv)}, ops,
+                           "get / fan-out floor")
+        gets, floor = got["get"], got["floor"]
         raw_p50, raw_p99 = _percentile(raw, 0.5), _percentile(raw, 0.99)
         for name, s in (("put", puts), ("get", gets)):
             row(f"{name} p50", _percentile(s, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
             row(f"{name} p99", _percentile(s, 0.99) * 1e3, raw_p99 * 1e3, "ms", False)
         row("fan-out floor p50", _percentile(floor, 0.5) * 1e3, raw_p50 * 1e3, "ms", False)
         # Isolated requests, for reference: raw call, put and get interleaved, each after a quiet gap.
-        iso = _isolated({"raw": lambda i: ray.get(echo.ping.remote(i)),
-                         "put": lambda i: kv.put(b"iso%08d" % i, value),
-                         "get": lambda i: kv.get(b"iso%08d" % i)}, ops, QUIET, "isolated raw / put / get")
+        iso = _interleaved({"raw": lambda i: ray.get(echo.ping.remote(i)),
+                            "put": lambda i: kv.put(b"iso%08d" % i, value),
+                            "get": lambda i: kv.get(b"iso%08d" % i)}, ops, "isolated raw / put / get", QUIET)
         iraw50 = _percentile(iso["raw"], 0.5)
         for name in ("put", "get"):
             row(f"{name} p50, isolated", _percentile(iso[name], 0.5) * 1e3, iraw50 * 1e3, "ms", False)
