@@ -264,6 +264,21 @@ class StoreManager:
             del self.rec["nodes"][node_id]
             self.nodes.pop(node_id, None)
             self._save()
+            self._retire_coordinators()
+
+    def _retire_coordinators(self) -> None:
+        """Stop the coordinator of each machine that hosts no storage node any more (one always stays). A
+        drained machine keeps none of this store's actors, so Ray's autoscaler can reclaim it once idle (the
+        real-autoscaler test found a drained machine kept forever by its coordinator). A client holding that
+        coordinator fails over to the next (``StoreClient.call``)."""
+        hosting = {e["machine"] for e in self.rec["nodes"].values()}
+        for m in [m for m in self.coords if m not in hosting]:
+            if len(self.coords) <= 1:
+                return
+            try:
+                ray.kill(self.coords.pop(m), no_restart=True)
+            except Exception:   # noqa: BLE001 - already gone
+                pass
 
     @staticmethod
     async def _answers(h) -> bool:

@@ -8,9 +8,14 @@ and the number of storage machines, the number of machines it wants, with
 hysteresis (``up_ops`` > ``down_ops`` per machine) and a cooldown between
 changes. ``Scaler`` feeds it from node status and turns the decision
 into ``ray.autoscaler.sdk.request_resources``: one bundle
-``{"raykv_storage": BUNDLE}`` per wanted machine. A bundle of 0.5 fits once on
-each machine already hosting storage (its actors hold 0.001 each), so asking
-for ``k`` bundles means "k storage machines". New machines join the ring by
+``{"raykv_storage": BUNDLE}`` per wanted machine. Ray's autoscaler packs these
+bundles against each machine's *total* resources, not what is free (a floor on
+the cluster's shape), and a storage machine carries ``raykv_storage: 1``: a
+bundle of 0.6 fits once per machine whether counted against the total or
+against what the storage actors (0.001 each) leave free, so asking for ``k``
+bundles means "k storage machines". (0.5, the first choice, fits twice on one
+machine's total: the real-autoscaler test found that a hot store on one machine
+never grew.) New machines join the ring by
 the manager's auto-join; on a scale-down decision the manager drains
 (``remove_node``, streaming) the storage nodes of one machine so Ray's
 autoscaler can reclaim it once idle.
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 
 from raykv.actors.names import STORAGE_RESOURCE
 
-BUNDLE = 0.5
+BUNDLE = 0.6     # in (0.5, 1 - the actors' shares]: exactly one per raykv_storage: 1 machine (see above)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ def decide(ops_per_s: float, machines: int, policy: ScalePolicy, since_last_chan
     per = ops_per_s / max(1, machines)
     if per > policy.up_ops:
         want = int(-(-ops_per_s // policy.up_ops))          # enough machines to fall under up_ops
-        return max(machines + 1, min(hi, want))
+        return min(hi, max(machines + 1, want))      # at max_machines already: stay there
     if per < policy.down_ops and machines > lo:
         return machines - 1
     return machines
@@ -115,7 +120,10 @@ class Scaler:
         want = decide(self.rate, machines, self.policy, now - self._last_change)
         if want != machines:
             self._last_change = now
-        if want != self.wanted:
+        # "Do nothing" (want == machines) keeps the standing request: re-asking for ``machines`` while the
+        # machine asked for is still starting would cancel that scale-up (seen with the real autoscaler: the
+        # request flapped 1, 2, 1, 2 while a traffic dip crossed the band).
+        if (want != machines or self.wanted is None) and want != self.wanted:
             self.wanted = want
             from ray.autoscaler.sdk import request_resources
             request_resources(bundles=[{STORAGE_RESOURCE: BUNDLE}] * want)

@@ -68,7 +68,7 @@ def merge_encoded(held: bytes | None, blob: bytes | None) -> bytes | None:
 GC_EVERY = 4          # maintenance rounds between garbage collections (each scans every key once)
 AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above which the round is postponed
 AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair still runs every 3 intervals)
-COUNTERS = ("ops", "puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
+COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
             "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
             "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
 
@@ -265,7 +265,7 @@ class StorageNode:
         return self._put_batch(items)
 
     def _put_batch(self, items: list) -> list:
-        return self._accept_writes(items, list, self.apply_local)
+        return self._accept_writes(items, list, self.apply_local, client=False)
 
     async def rpc_put_encoded(self, items: list) -> list:
         """``put_batch`` with each sibling set encoded (``codec.encode_siblings``): items are ``(key, bytes)``
@@ -285,18 +285,25 @@ class StorageNode:
     def _put_blind(self, payload: tuple) -> list:
         return self._put_encoded(decode_blind_wire(payload))
 
-    def _accept_writes(self, items: list, as_siblings, apply) -> list:
+    def _accept_writes(self, items: list, as_siblings, apply, client: bool = True) -> list:
         """The write intake both put RPCs share: an item naming another node as hint target is kept as a
         durable hint (False when the hint store is full), the rest go to ``apply`` as one batch of
         ``(key, payload)``; per-item ack, sent only once the write is durable per the fsync policy. ``apply``
         (``apply_local*``) holds ``write_lock`` for the read-merge-append only, not for the fsync wait, so a
-        put arriving on another thread appends while this one waits, and both share one fsync."""
+        put arriving on another thread appends while this one waits, and both share one fsync.
+        ``client``: the RPCs of client requests (``put_encoded``, ``put_blind``: coordinator and driver rounds,
+        their hinted copies, read repair) count as ``puts``, the traffic that autoscaling and anti-entropy's
+        back-off read; ``put_batch`` (streaming, hint replay, anti-entropy, GC) counts as ``internal_puts``:
+        a drain's streaming once looked like client traffic and scaled the store straight back up."""
         self._require_started()
         if self.status_name == "left":
             raise NodeUnavailable(f"storage node {self.node_id} has left the ring")
         self.counters["ops"] += 1
-        self.counters["puts"] += len(items)
-        self._fg_keys += len(items)
+        if client:
+            self.counters["puts"] += len(items)
+            self._fg_keys += len(items)
+        else:
+            self.counters["internal_puts"] += len(items)
         if set(map(len, items)) == {2}:
             # the common batch, no hint targets: hand the items over as they are, no per-item ack/tuple building
             apply(items)
@@ -373,12 +380,18 @@ class StorageNode:
 
     async def rpc_leave(self) -> None:
         """Leave the ring: declare ``leaving`` (coordinators start writing to the new owners too), let ``tick``
-        stream every range to its new owner, and return once we are ``left``. InvalidArgument for the last node."""
+        stream every range to its new owner, and return once we are ``left``. A node still joining leaves at
+        once. InvalidArgument for the last node."""
         self._require_started()
         others = [nid for nid in self.membership.node_ids(("alive",)) if nid != self.node_id]
         if not others:
             raise InvalidArgument(f"{self.node_id} is the last alive storage node; it cannot leave")
-        if self.status_name in ("alive", "joining"):
+        if self.status_name == "joining":
+            # It owns nothing yet: coordinators sent it only uncounted extra copies, and what it pulled are
+            # copies too. So it leaves at once, without streaming; its join task sees that and stops.
+            self.declare("left")
+            self._status_since = self.transport.now()
+        elif self.status_name == "alive":
             self.declare("leaving")
             self._status_since = self.transport.now()
         while self.status_name != "left":

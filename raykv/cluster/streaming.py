@@ -71,7 +71,8 @@ async def _push(node: "StorageNode", target: str, page: list) -> None:
 
 
 async def join(node: "StorageNode") -> bool:
-    """Pull our future ranges; declare alive on success. Returns True when the node is alive."""
+    """Pull our future ranges; declare alive on success, unless the node was told to leave meanwhile. Returns
+    True when the node is alive."""
     m = node.membership
     old = m.ring("read")
     if node.node_id in old.nodes:
@@ -80,6 +81,8 @@ async def join(node: "StorageNode") -> bool:
     n, dcr = node.config.replicas, node.config.dc_replicas
     now = node.transport.now()
     for t in movement_plan(old, new, n, dcr):
+        if node.status_name != "joining":      # told to leave meanwhile (rpc_leave): stop pulling
+            return False
         if t.target != node.node_id:
             continue
         sources = [t.source] + [s for s in old.replicas_for_range(t.lo, t.hi, n, dcr) if s != t.source]
@@ -94,6 +97,8 @@ async def join(node: "StorageNode") -> bool:
                 continue
         if not ok:
             return False
+    if node.status_name != "joining":          # never "alive" over a later "left"
+        return False
     node.declare("alive")
     return True
 

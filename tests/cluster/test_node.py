@@ -154,6 +154,34 @@ def test_a_crash_mid_join_loses_nothing_and_restreams():
     sim.run_booted(body)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_node_told_to_leave_while_it_streams_its_join_leaves_and_loses_nothing(seed):
+    """Found by the real-autoscaler test: a machine added and drained at once. The join's end used to declare
+    the node alive over its ``leaving``, and ``rpc_leave`` then waited forever. A joining node owns nothing yet
+    (its copies were uncounted extras), so it leaves at once."""
+    sim = Simulation(seed=seed, nodes=4, config=NO_AE)
+    c = sim.coordinator("c0")
+
+    async def body():
+        for i in range(60):
+            await c.put(b"k%d" % i, b"v%d" % i, w=3)
+        new = sim.add_node("n9")
+        assert await sim.wait_until(lambda: "stream" in new._busy, 30)     # the join is pulling its ranges
+        assert new.status_name == "joining"
+        await asyncio.wait_for(new.rpc_leave(), 30)
+        assert new.status_name == "left"
+        await asyncio.sleep(2.0)                                            # the join task has ended by now
+        assert new.status_name == "left"
+        assert await sim.wait_until(lambda: all(n.membership.declared("n9") in (None, "left")
+                                                for nid, n in sim.nodes.items() if nid != "n9"), 30)
+        ring = sim._ring()
+        assert "n9" not in ring.nodes
+        for i in range(60):
+            k = b"k%d" % i
+            assert all(sim.backends[r].get(k) for r in ring.preference_list(k, 3)), k
+    sim.run_booted(body)
+
+
 def test_leave_pushes_ranges_then_marks_left():
     sim = Simulation(seed=7, nodes=5, config=NO_AE)
     c = sim.coordinator("c0")
@@ -264,6 +292,22 @@ def test_encoded_rpcs_reconcile_like_put_batch_and_read_back_stored_bytes():
         assert [s.value for s in (await node.rpc_get_batch([b"k"]))[0]] == [b"c"]
         assert await node.rpc_put_encoded([(b"h", encode_siblings([a]), "n1")]) == [True]   # sloppy: a hint
         assert await node.rpc_get_encoded([b"h"]) == [None] and sim.backends["n0"].get_hint("n1", b"h") == [a]
+    sim.run_booted(body)
+
+
+def test_client_writes_count_as_traffic_and_internal_copies_do_not():
+    """``puts`` (what autoscaling reads as traffic) counts client RPCs only; streaming, hint replay and
+    anti-entropy arrive as ``put_batch`` and count as ``internal_puts``."""
+    from raykv.cluster.codec import encode_siblings
+    sim = Simulation(seed=12, nodes=3, config=NO_AE)
+
+    async def body():
+        node = sim.nodes["n0"]
+        before = dict(node.counters)
+        await node.rpc_put_encoded([(b"a", encode_siblings([sib("x", 1)])), (b"b", encode_siblings([sib("x", 2)]))])
+        await node.rpc_put_batch([(b"c", [sib("y", 1)])])
+        assert node.counters["puts"] - before["puts"] == 2
+        assert node.counters["internal_puts"] - before["internal_puts"] == 1
     sim.run_booted(body)
 
 

@@ -17,6 +17,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import raykv
+from raykv.actors.names import coord_name
 
 SYSTEM = {"health_check_period_ms": 500, "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
 
@@ -143,7 +144,16 @@ def main():
         st = wait_for(lambda: (lambda s: len(s.nodes) == 2 and s)(small.status()), 90, "one machine drained")
         assert len({n.ray_node_id for n in st.nodes}) == 2
         assert small.get_many(list(sdata)) == sdata
-        print("scale-down drain ok", [n.node_id for n in st.nodes])
+        hosting = {n.ray_node_id for n in st.nodes}
+        coords = wait_for(lambda: (lambda c: set(c) == hosting and c)(small._client.admin("describe")["coordinators"]),
+                          30, "the drained machine's coordinator to stop")     # so the autoscaler can reclaim it
+        for machine in before - hosting:
+            try:
+                ray.get_actor(coord_name("scaled", machine), namespace="raykv")
+                raise AssertionError(f"the drained machine {machine} still runs a coordinator")
+            except ValueError:
+                pass
+        print("scale-down drain ok", [n.node_id for n in st.nodes], "coordinators on", len(coords), "machines")
         small.shutdown()
     finally:
         ray.shutdown()

@@ -12,6 +12,8 @@ def test_hot_store_asks_for_enough_machines():
     assert decide(3500, 3, P, 999) == 4          # 1167/machine > 1000: one more at least
     assert decide(7900, 3, P, 999) == 8          # enough to get under up_ops
     assert decide(50_000, 3, P, 999) == 8        # capped at max_machines
+    assert decide(50_000, 8, P, 999) == 8        # at max_machines already: no ninth (it asked for 9)
+    assert decide(50_000, 7, P, 999) == 8
 
 
 def test_idle_store_shrinks_one_machine_at_a_time_down_to_the_minimum():
@@ -41,8 +43,25 @@ def test_rate_comes_from_cumulative_coordinator_counters(monkeypatch):
     assert s.step(st(0, 0), 3, now=0.0) == 3
     assert s.step(st(10_000, 5_000), 3, now=1.0) == 8      # 15k key ops/s over 3 machines
     assert s.rate == 15_000
-    assert calls[-1] == {"bundles": [{"raykv_storage": 0.5}] * 8}
+    assert calls[-1] == {"bundles": [{"raykv_storage": 0.6}] * 8}
     assert s.step(st(10_000, 5_000), 8, now=2.0) == 7      # idle now: shrink
+
+
+def test_a_pending_scale_up_is_not_cancelled_while_the_machine_starts(monkeypatch):
+    """Between the request and the new machine's first storage node, the store still has ``machines`` machines;
+    a rate inside the hysteresis band must keep the standing request, not shrink it back to ``machines``."""
+    calls = []
+    import ray.autoscaler.sdk as sdk
+    monkeypatch.setattr(sdk, "request_resources", lambda **kw: calls.append(len(kw["bundles"])))
+    s = Scaler(ScalePolicy(up_ops=1000, down_ops=100, min_machines=1, max_machines=8, cooldown=0))
+    st = lambda w: [{"coord_id": "c1", "counters": {"keys_read": 0, "keys_written": w}}]  # noqa: E731
+    s.step(st(0), 1, now=0.0)
+    assert s.step(st(1_500), 1, now=1.0) == 2            # hot: ask for a second machine
+    assert s.step(st(2_000), 1, now=2.0) == 1            # 500 ops/s: in the band, the machine is not there yet
+    assert s.step(st(2_500), 2, now=3.0) == 2            # it arrived
+    assert calls == [1, 2]                               # never back to 1 in between
+    assert s.step(st(2_500), 2, now=4.0) == 1            # idle: shrink, which is a new request
+    assert calls == [1, 2, 1]
 
 
 def test_traffic_is_counted_at_the_storage_nodes_divided_by_n(monkeypatch):
