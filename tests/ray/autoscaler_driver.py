@@ -10,15 +10,19 @@ line each, non-zero exit on failure):
   joins the ring by itself (auto-join), then serves;
 - every key written reads back from all N replicas, the new node among them.
 
-The way down (raykv drains an idle machine, Ray's autoscaler reclaims it) is not
-run here: on this fake provider (Ray 2.60), killing an actor on a fake machine
-sometimes SIGTERMs the whole head (GCS, raylets: one process group on one
-host), 1 run in 3 at first and every run once the head had a session of its
-own. What it runs on is tested elsewhere: the drain on a ``ray.cluster_utils``
-cluster (multinode_driver.py), the requests in test_scaler.py, a node leaving
-mid-join in tests/cluster/test_node.py. Writing this test found three bugs on
-the way down, all fixed: a 0.5 bundle fit twice on a machine, streaming counted
-as traffic, and a drained machine kept its coordinator.
+The way down (raykv drains an idle machine, Ray's autoscaler reclaims it) is
+opt-in, ``RAYKV_AUTOSCALER_DOWN=1`` (``way_down``): on this fake provider (Ray
+2.60), the head (GCS, raylets, dashboard: one process group on one host) was
+SIGTERMed by something during the way down in 6 of 9 early runs, at the drain
+or at the machine's termination; the sender was not found (raykv sends no
+signals). This final form passed 4 runs of 4, too few to put in CI. What it
+runs on is tested
+elsewhere: the drain on a ``ray.cluster_utils`` cluster (multinode_driver.py),
+the requests in test_scaler.py, a node leaving mid-join in
+tests/cluster/test_node.py. Writing this test found bugs on both ways, all
+fixed: a 0.5 bundle fit twice on one machine (no scale-up ever), a band
+cancelled a pending scale-up, streaming counted as traffic, a drained machine
+kept its coordinator, and a node drained mid-join never finished leaving.
 
 Nothing here runs ``ray stop``: that stops every Ray instance on the host. The
 head is started in a session of its own, with its own port and ``--temp-dir``,
@@ -152,10 +156,25 @@ def main() -> int:
         ring = {n["node_id"] for n in node_rows(kv).values() if n.get("status") == "alive"}
         assert new["node_id"] in ring, ring
         print(f"no key lost: {written} keys read back from all 3 replicas, {new['node_id']} among them", flush=True)
+        if os.environ.get("RAYKV_AUTOSCALER_DOWN"):
+            way_down(kv, head, new, t0)
         print("ALL OK", flush=True)
         return 0
     finally:
         teardown(temp, gcs, port)
+
+
+def way_down(kv, head: str, new: dict, t0: float) -> None:
+    """Opt-in (``RAYKV_AUTOSCALER_DOWN=1``; see the module doc for why it is not run by default): with no
+    traffic, raykv drains the machine, then Ray's autoscaler terminates it once idle; nothing is lost."""
+    def drained():
+        rows = node_rows(kv)
+        return new["node_id"] not in rows and all(n.get("ray_node_id") == head for n in rows.values())
+    wait_for(drained, 120, "raykv to drain the idle machine")
+    print(f"drain ok: {new['node_id']} left ({time.monotonic() - t0:.1f}s)", flush=True)
+    wait_for(lambda: alive_machines() == [head], 120, "Ray's autoscaler to terminate the drained machine")
+    print(f"scale-down ok: Ray's autoscaler terminated machine {new['ray_node_id'][-5:]} "
+          f"({time.monotonic() - t0:.1f}s)", flush=True)
 
 
 def teardown(temp: str, gcs: str, port: int) -> None:
