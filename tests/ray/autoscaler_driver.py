@@ -13,7 +13,7 @@ line each, non-zero exit on failure):
 The way down (raykv drains an idle machine, Ray's autoscaler reclaims it) is
 opt-in, ``RAYKV_AUTOSCALER_DOWN=1`` (``way_down``): on this fake provider (Ray
 2.60), the head (GCS, raylets, dashboard: one process group on one host) was
-SIGTERMed by something during the way down in 6 of 9 early runs, at the drain
+SIGTERMed by something during the way down in 9 of 13 earlier runs, at the drain
 or at the machine's termination; the sender was not found (raykv sends no
 signals). This final form passed 4 runs of 4, too few to put in CI. What it
 runs on is tested
