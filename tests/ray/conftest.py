@@ -56,3 +56,18 @@ def run_driver(code: str, timeout: float = 180) -> str:
                        cwd=ROOT, env=env)
     assert p.returncode == 0, f"driver failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-4000:]}"
     return p.stdout
+
+
+def run_driver_script(name: str, expect: tuple, timeout: float = 500) -> str:
+    """Run ``tests/ray/<name>`` in a separate Python process with a Ray cluster of its own (no ``RAY_ADDRESS``);
+    fail unless it exits 0 having printed ``ALL OK`` and every line start in ``expect``. Returns its stdout."""
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "ray", name)], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT, env=env)
+    out = p.stdout
+    assert p.returncode == 0 and "ALL OK" in out, f"{out}\n{p.stderr[-5000:]}"
+    for line in expect:
+        assert line in out, f"{line!r} not in:\n{out}"
+    return out
