@@ -68,8 +68,8 @@ def merge_encoded(held: bytes | None, blob: bytes | None) -> bytes | None:
 GC_EVERY = 4          # maintenance rounds between garbage collections (each scans every key once)
 AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above which the round is postponed
 AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair still runs every 3 intervals)
-COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused", "hints_delivered",
-            "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
+COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused",
+            "hints_delivered", "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
             "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
 
 
@@ -380,8 +380,8 @@ class StorageNode:
 
     async def rpc_leave(self) -> None:
         """Leave the ring: declare ``leaving`` (coordinators start writing to the new owners too), let ``tick``
-        stream every range to its new owner, and return once we are ``left``. A node still joining leaves at
-        once. InvalidArgument for the last node."""
+        stream every range to its new owner, and return once we are ``left`` and every alive peer has our view
+        (one gossip exchange each). A node still joining leaves at once. InvalidArgument for the last node."""
         self._require_started()
         others = [nid for nid in self.membership.node_ids(("alive",)) if nid != self.node_id]
         if not others:
@@ -396,6 +396,10 @@ class StorageNode:
             self._status_since = self.transport.now()
         while self.status_name != "left":
             await self.transport.sleep(self.config.gossip_interval)
+        # The caller stops this process next: tell the peers now rather than leave it to gossip, or a peer
+        # that never heard "left" keeps us as a (future) owner until failure detection sorts it out.
+        for peer in others:
+            await self._gossip_with(peer)
 
     async def rpc_status(self) -> dict:
         """{'node_id', 'alive', 'status', 'datacenter', 'weight', 'host', 'keys', 'disk_bytes', 'hints_pending', ...}."""

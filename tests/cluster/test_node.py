@@ -170,10 +170,10 @@ def test_a_node_told_to_leave_while_it_streams_its_join_leaves_and_loses_nothing
         assert new.status_name == "joining"
         await asyncio.wait_for(new.rpc_leave(), 30)
         assert new.status_name == "left"
+        peers = [n for nid, n in sim.nodes.items() if nid != "n9"]
+        assert all(n.membership.declared("n9") == "left" for n in peers)    # told before rpc_leave returned
         await asyncio.sleep(2.0)                                            # the join task has ended by now
         assert new.status_name == "left"
-        assert await sim.wait_until(lambda: all(n.membership.declared("n9") in (None, "left")
-                                                for nid, n in sim.nodes.items() if nid != "n9"), 30)
         ring = sim._ring()
         assert "n9" not in ring.nodes
         for i in range(60):
@@ -191,6 +191,7 @@ def test_leave_pushes_ranges_then_marks_left():
             await c.put(b"k%d" % i, b"v%d" % i, w=3)
         await sim.leave("n3")
         assert sim.nodes["n3"].status_name == "left"
+        assert all(sim.nodes[nid].membership.declared("n3") == "left" for nid in ("n0", "n1", "n2", "n4"))
         ring = sim._ring()
         assert "n3" not in ring.nodes
         for i in range(60):
