@@ -69,8 +69,8 @@ GC_EVERY = 4          # maintenance rounds between garbage collections (each sca
 AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above which the round is postponed
 AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair still runs every 3 intervals)
 COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused",
-            "hints_delivered", "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in", "streamed_out",
-            "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
+            "hints_delivered", "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in",
+            "streamed_out", "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
 
 
 class StorageNode:
@@ -386,13 +386,10 @@ class StorageNode:
         others = [nid for nid in self.membership.node_ids(("alive",)) if nid != self.node_id]
         if not others:
             raise InvalidArgument(f"{self.node_id} is the last alive storage node; it cannot leave")
-        if self.status_name == "joining":
-            # It owns nothing yet: coordinators sent it only uncounted extra copies, and what it pulled are
-            # copies too. So it leaves at once, without streaming; its join task sees that and stops.
-            self.declare("left")
-            self._status_since = self.transport.now()
-        elif self.status_name == "alive":
-            self.declare("leaving")
+        if self.status_name in ("alive", "joining"):
+            # A joining node owns nothing yet: coordinators sent it only uncounted extra copies, and what it
+            # pulled are copies too. So it leaves at once, without streaming; its join task sees that and stops.
+            self.declare("left" if self.status_name == "joining" else "leaving")
             self._status_since = self.transport.now()
         while self.status_name != "left":
             await self.transport.sleep(self.config.gossip_interval)

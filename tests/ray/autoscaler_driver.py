@@ -180,9 +180,9 @@ def way_down(kv, head: str, new: dict, t0: float) -> None:
 def teardown(temp: str, gcs: str, port: int) -> None:
     """Stop exactly this test's Ray: every process in the head's process group (``ray start`` ran in a session
     of its own; its daemons rename themselves, e.g. ``ray::DashboardAgent``), any process naming our port or
-    directory, and the descendants of all these (the raylets' workers). Not ``ray.shutdown()``/``kv.shutdown()`` first: once the fake provider has terminated a machine,
-    they can wait a minute on a head that is going away (Ray's own teardown of the fake machine sometimes
-    SIGTERMs the head's process group too)."""
+    directory, and the descendants of all these (the raylets' workers). Not ``ray.shutdown()``/``kv.shutdown()``
+    first: once the fake provider has terminated a machine, they can wait a minute on a head that is going away
+    (Ray's own teardown of the fake machine sometimes SIGTERMs the head's process group too)."""
     me = os.getpgid(0)
     groups, ours = set(), []
     for p in psutil.process_iter(["pid", "cmdline"]):
