@@ -50,8 +50,10 @@ from raykv.errors import NodeUnavailable
 log = logging.getLogger(__name__)
 
 MAX_VIEW_AGE = 5.0          # gossip intervals: an older view is refreshed before planning, not after
-PIPELINE = 500              # keys per bulk read round, and at least per bulk write round: the driver plans
-                            # round k+1 while the nodes serve round k
+PIPELINE = 500              # keys at least per bulk write round: the driver plans round k+1 while the nodes
+                            # write round k
+READ_ROUND = 1000           # keys per bulk read round: asking R of N replicas, a node's share of 1,000 keys
+                            # (~400) answers in one message; 500 made twice the calls (docs/benchmarks.md)
 MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
@@ -233,18 +235,18 @@ class ClientRouter:
             self.metrics.observe("get_many", time.perf_counter() - t0)
 
     def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
-        """Read rounds of ``PIPELINE`` keys, all in flight together; read repair left to the daemon."""
+        """Read rounds of ``READ_ROUND`` keys, all in flight together; read repair left to the daemon."""
         self._ensure_view()
         timeout = timeout or self.config.request_timeout
         rounds, out = [], {}
-        for lo in range(0, len(keys), PIPELINE):
+        for lo in range(0, len(keys), READ_ROUND):
             with self.mu:
-                rnd = self.coord.plan_read(op, keys[lo:lo + PIPELINE], r=r, consistency=consistency)
+                rnd = self.coord.plan_read(op, keys[lo:lo + READ_ROUND], r=r, consistency=consistency)
                 sends = rnd.start()
             rounds.append(rnd)
             self._submit(rnd, sends, out, timeout)
         self._count_once(rounds, "gets")
-        self._drive(rounds, out, timeout, 3, "decided")
+        self._drive(rounds, out, timeout, 3, "decided", speculate=self.config.speculative_retry)
         self._finish(op, rounds)
         now = self.transport.now()
         result = {}
@@ -325,10 +327,15 @@ class ClientRouter:
             self.coord.counters["read_repairs"] += repaired
 
     # ------------------------------------------------------------------ the ray.wait loop
-    def _drive(self, rounds: list, out: dict, timeout: float, limit_factor: float, until: str) -> None:
+    def _drive(self, rounds: list, out: dict, timeout: float, limit_factor: float, until: str,
+               speculate: float | None = None) -> None:
         """Feed replies to their rounds until every round's ``<until>`` holds, or ``limit_factor * timeout``
-        seconds. ``out`` ({ref: (round, tag, node, method, deadline)}) keeps the calls still in flight."""
+        seconds. ``out`` ({ref: (round, tag, node, method, deadline)}) keeps the calls still in flight.
+        ``speculate`` (reads): the first round not yet decided gets ``rnd.speculate()`` once it has been first
+        for that many seconds; rounds are in flight together, so each one's clock starts when the previous
+        one is decided, not when it was sent (a 10-round read would otherwise speculate on its queued tail)."""
         end = time.monotonic() + limit_factor * timeout
+        head, head_at = 0, time.monotonic() + (speculate or 0.0)
         while out:
             with self.mu:
                 if all(getattr(rnd, until) for rnd in rounds):
@@ -337,9 +344,21 @@ class ClientRouter:
             now = time.monotonic()
             if now >= end:
                 return
+            wake = end
+            if speculate:
+                while head < len(rounds) and rounds[head].decided:
+                    head, head_at = head + 1, now + speculate
+                if head < len(rounds):
+                    if now >= head_at:
+                        with self.mu:
+                            sends = rounds[head].speculate()
+                        self._submit(rounds[head], sends, out, timeout)
+                        head, head_at = head + 1, now + speculate
+                        continue
+                    wake = min(wake, head_at)
             first = min(entry[4] for entry in out.values())
             ready, _ = ray.wait(list(out), num_returns=min(want, len(out)),
-                                timeout=max(0.0, min(first, end) - now))
+                                timeout=max(0.0, min(first, wake) - now))
             for ref in ready:
                 self._feed(out, ref, timeout)
             self._expire(out, time.monotonic(), timeout)

@@ -19,6 +19,8 @@ class StoreConfig:
     max_key_bytes: int = 1024
     max_value_bytes: int = 10 * 1024
     request_timeout: float = 5.0          # seconds, per replica call
+    bulk_read_fanout: str = "quorum"      # get_many asks R replicas per key ("quorum", Cassandra) or all N ("all")
+    speculative_retry: float = 0.05       # seconds before a bulk read still short of R also asks the other replicas
     gossip_interval: float = 0.5
     phi_threshold: float = 8.0
     hint_replay_interval: float = 1.0
@@ -50,6 +52,10 @@ class StoreConfig:
             raise InvalidArgument(f"tokens_per_node must be >= 1, got {self.tokens_per_node}")
         if self.request_timeout <= 0:
             raise InvalidArgument(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
+        if self.bulk_read_fanout not in ("quorum", "all"):
+            raise InvalidArgument(f"bulk_read_fanout must be 'quorum' or 'all', got {self.bulk_read_fanout!r}")
+        if not self.speculative_retry > 0:
+            raise InvalidArgument(f"speculative_retry must be > 0 seconds, got {self.speculative_retry!r}")
         if self.dc_replicas is not None:
             if any((not isinstance(v, int)) or v < 1 for v in self.dc_replicas.values()):
                 raise InvalidArgument(f"dc_replicas values must be integers >= 1, got {self.dc_replicas}")

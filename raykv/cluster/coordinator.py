@@ -44,7 +44,7 @@ from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
 COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",
-            "quorum_failures", "node_failures", "refreshes", "scan_pages")
+            "quorum_failures", "node_failures", "refreshes", "scan_pages", "speculative_reads")
 
 
 class _Driver:
@@ -204,7 +204,10 @@ class Coordinator:
                   consistency: str | None = None) -> ReadRound:
         """A read round over distinct ``keys``. No I/O."""
         q = read_quorum(self.config, r, consistency, self.config.local_datacenter)
-        return self._round(ReadRound, op, keys, q=q)
+        rnd = self._round(ReadRound, op, keys, q=q)
+        if op == "get_many" and q.mode == "count" and self.config.bulk_read_fanout == "quorum":
+            rnd.fanout = q.required          # R replicas per key, spares on failure or after speculative_retry
+        return rnd
 
     def _round(self, cls, op: str, *what, q: Quorum):
         rnd = cls(op, *what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
@@ -263,6 +266,9 @@ class Coordinator:
         timeout = timeout or self.config.request_timeout
         d = _Driver(self.transport, rnd, timeout)
         d.launch(rnd.start())
+        if rnd.fanout is not None:
+            await d.until(lambda: rnd.decided, self.config.speculative_retry)
+            d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 3 * timeout)
         rnd.finish()
         out = rnd.result(self.transport.now(), raw)

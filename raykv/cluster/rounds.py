@@ -327,7 +327,17 @@ _MISSING = object()
 
 
 class ReadRound(_Round):
-    """One read request over ``keys`` (distinct): every replica asked, decided after R replies per key.
+    """One read request over ``keys`` (distinct), decided after R replies per key.
+
+    Who is asked: by default every replica (Dynamo, Riak: the late replies feed read repair). A round with
+    ``fanout`` set (``Coordinator.plan_read``: a ``get_many`` in count mode with ``bulk_read_fanout="quorum"``)
+    asks only the first ``fanout`` (= R) replicas of each key that are up, in ring order, as Cassandra does; the
+    others are *spares*. A key's next spare is asked at once when a replica it was asked of fails, and every
+    undecided key's next spare when its driver calls ``speculate()`` (once, ``config.speculative_retry``
+    seconds after the round started waiting: Cassandra's speculative retry). Why: a bulk read is bound by
+    CPU, not latency; asking N replicas costs N/R times the lookups and replies for one more copy to compare,
+    and the copy nobody asked is repaired by anti-entropy (docs/benchmarks.md, "Session 6"). Always the same
+    R replicas of a key, so their caches hold it.
 
     A call's tag is ``(node, key indices, slots, attempt)``. Replies stay encoded (``chunks``, as they
     came); as each arrives, a key's first answer is decoded and later answers are only compared with it
@@ -338,8 +348,12 @@ class ReadRound(_Round):
                  now: float, counters: dict, on_failure: Callable[[str], None]) -> None:
         super().__init__(op, q, membership, config, now, counters, on_failure)
         self.keys = keys
+        self.fanout: int | None = None                # replicas asked per key up front; None: all (set before start)
+        self.speculated = False
         self.chunks: list[tuple[str, list[int], list]] = []    # (node, key indices, encoded replies)
         self.attempts: dict[str, int] = {}
+        self._order: list | None = None               # per key: its positions, asked first, then spares (fanout only)
+        self._next: list[int] | None = None           # per key: where in its order the next spare is
         self._first: list = [_MISSING] * len(keys)    # per key: the first answer, encoded
         self._sibs: list = [None] * len(keys)         # per key: that answer decoded (None: not yet / malformed)
         self._mixed: set[int] = set()                 # keys whose answers differ: merged in result()
@@ -351,9 +365,32 @@ class ReadRound(_Round):
         cfg = self.config
         prefs = self.m.ring("read").preference_tuples(self.keys, cfg.replicas, cfg.dc_replicas)
         self.tallies = KeyTallies(self.q, prefs, self.dc_of)
-        groups, _ = _fan(prefs)
+        groups = _fan(prefs)[0] if self.fanout is None else self._fan_first(prefs, self.fanout)
+        return self._asks(groups, 1)
+
+    def _fan_first(self, prefs: list[tuple], f: int) -> dict:
+        """Like ``_fan``, but each key to its first ``f`` replicas that are up (then the down ones, if fewer are
+        up); records every key's order of positions for its spares. O(keys)."""
+        up = self.up
+        order_of: list = [None] * len(prefs)
+        groups: dict[str, tuple[list, list]] = {}
+        for p, idx in _group(prefs).items():
+            order = tuple(sorted(range(len(p)), key=lambda j: not up[p[j]]))     # stable: ring order among equals
+            for i in idx:
+                order_of[i] = order
+            for j in order[:f]:
+                g = groups.get(p[j])
+                if g is None:
+                    g = groups[p[j]] = ([], [])
+                g[0].extend(idx)
+                g[1].extend([i << SLOT_BITS | j for i in idx])
+        self._order, self._next = order_of, [f] * len(prefs)
+        return groups
+
+    def _asks(self, groups: dict[str, tuple[list, list]], attempt: int) -> list[Send]:
+        """One ``get_encoded`` per node of ``groups``, split under ``max_payload``."""
         step = max(1, self.max_payload // READ_CHUNK_BYTES) if self.max_payload else None
-        return [self._ask(node, idx[lo:lo + step] if step else idx, slots[lo:lo + step] if step else slots, 1)
+        return [self._ask(node, idx[lo:lo + step] if step else idx, slots[lo:lo + step] if step else slots, attempt)
                 for node, (idx, slots) in groups.items() for lo in range(0, len(idx), step or len(idx))]
 
     def _ask(self, node: str, idx: list[int], slots: list[int], attempt: int) -> Send:
@@ -361,18 +398,66 @@ class ReadRound(_Round):
         self.outstanding += 1
         return (node, "get_encoded", list(map(self.keys.__getitem__, idx)), (node, idx, slots, attempt))
 
+    def _spill(self, idx) -> tuple[dict, list[int]]:
+        """Each undecided key of ``idx`` to its next spare: ({node: (key indices, slots)}, [undecided keys with no
+        spare left])."""
+        t, order, nxt = self.tallies, self._order, self._next
+        groups: dict[str, tuple[list, list]] = {}
+        stuck = []
+        for i in idx:
+            if t.decision(i) != "wait":
+                continue
+            o, k = order[i], nxt[i]
+            if k >= len(o):
+                stuck.append(i)
+                continue
+            nxt[i] = k + 1
+            j = o[k]
+            node = t.prefs[i][j]
+            g = groups.get(node)
+            if g is None:
+                g = groups[node] = ([], [])
+            g[0].append(i)
+            g[1].append(i << SLOT_BITS | j)
+        return groups, stuck
+
+    def speculate(self) -> list[Send]:
+        """The calls that ask every undecided key's next spare replica; at most once per round, and nothing for a
+        round that asked every replica already. For a driver whose round is not decided after
+        ``config.speculative_retry`` seconds: a slow or silently dead replica costs that, not a timeout."""
+        if self.speculated or self._order is None or self.decided:
+            return []
+        self.speculated = True
+        groups, _ = self._spill(range(len(self.keys)))
+        if groups:
+            self.counters["speculative_reads"] += 1
+        return self._asks(groups, 1)
+
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
-        """Keep a node's encoded answers; a failed call is made again (``READ_ATTEMPTS``) while it matters."""
+        """Keep a node's encoded answers. A failed call's undecided keys go to their next spare (fanout rounds);
+        keys with none left are asked of the same node again (``READ_ATTEMPTS``, reads are idempotent)."""
         self.outstanding -= 1
         node, idx, slots, attempt = tag
         t = self.tallies
         if exc is not None:
             self.failed_node(node)
+            sends: list[Send] = []
+            if self._order is not None:
+                groups, stuck = self._spill(idx)
+                sends = self._asks(groups, 1)
+                keep = set(stuck)
+                for i, s in zip(idx, slots):
+                    if i not in keep:
+                        t.report(s, False)
+                slots = [s for i, s in zip(idx, slots) if i in keep]
+                idx = stuck
+                if not idx:
+                    return sends
             if attempt < READ_ATTEMPTS and any(t.decision(i) == "wait" for i in idx):
-                return [self._ask(node, idx, slots, attempt + 1)]
+                return sends + [self._ask(node, idx, slots, attempt + 1)]
             for s in slots:
                 t.report(s, False)
-            return []
+            return sends
         self.chunks.append((node, idx, res))
         self._absorb(idx, res)
         t.ack_slots(slots)

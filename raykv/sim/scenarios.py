@@ -112,6 +112,10 @@ def run_no_acked_write_lost(seed: int, *, keys: int = 30, skew: float = 0.0, bul
         got = await read_back(c, acked)
         lost = [key for key, val in acked.items() if val not in [s.value for s in got.get(key, [])]]
         assert not lost, f"seed {seed}: acknowledged writes lost: {lost}"
+        if bulk:        # and as a bulk read sees them: R replicas per key asked, spares if one fails
+            got = await c.get_many(sorted(acked))
+            lost = [key for key, val in acked.items() if val not in [s.value for s in got.get(key, [])]]
+            assert not lost, f"seed {seed}: acknowledged writes missing from get_many: {lost}"
         return k
 
     k = sim.run(main())

@@ -150,6 +150,48 @@ def test_batches_make_one_call_per_replica_node():
     sim.run_booted(body)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_bulk_read_asks_r_replicas_and_speculates_past_a_silent_one(seed):
+    """``get_many`` asks R = 2 of the 3 replicas of each key. A replica that stops answering (isolated, not yet
+    suspected) costs ``speculative_retry``, not ``request_timeout``: the round asks the spare replicas then.
+    With speculation pushed past the timeout, the same read waits for the timeout before going to them."""
+    sim = Simulation(seed=seed, config=NO_AE)
+    c = sim.coordinator("c0")
+    keys = [b"key%d" % i for i in range(60)]
+
+    async def body():
+        asks = []
+        real = c.transport.call
+
+        async def spy(node, method, *args, timeout):
+            if method == "get_encoded":
+                asks.append((node, list(args[0])))
+            return await real(node, method, *args, timeout=timeout)
+        c.transport.call = spy
+        await c.put_many([(k, b"v" + k) for k in keys], w=3)
+        got = await c.get_many(keys)
+        assert {k: values(v) for k, v in got.items()} == {k: [b"v" + k] for k in keys}
+        assert sum(len(ks) for _n, ks in asks) == 2 * len(keys)                    # R per key, not N
+        assert c.counters["speculative_reads"] == 0
+
+        victim = sim._ring().preference_list(keys[0], 3)[0]
+        sim.isolate(victim)
+        timings = []
+        for spec in (c.config.speculative_retry, 10 * c.config.request_timeout):
+            c.config = c.config.with_(speculative_retry=spec)
+            t0 = sim.now()
+            got = await c.get_many(keys)
+            timings.append(sim.now() - t0)
+            assert {k: values(v) for k, v in got.items()} == {k: [b"v" + k] for k in keys}
+            c.membership = type(c.membership)(None, tokens_per_node=c.config.tokens_per_node)   # forget the failure
+            await c.refresh()
+        fast, slow = timings
+        assert fast < c.config.request_timeout / 2, timings
+        assert slow >= c.config.request_timeout, timings
+        assert c.counters["speculative_reads"] == 1
+    sim.run_booted(body)
+
+
 def test_scan_pages_return_every_live_key_once():
     sim = Simulation(seed=8, config=NO_AE)
     c = sim.coordinator("c0")

@@ -230,7 +230,7 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     asks = read.start()
     per_call = max(1, 2_000 // rounds.READ_CHUNK_BYTES)
     assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
-    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 3 for k in keys}
+    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 2 for k in keys}   # R of N: bulk
 
 
 def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
@@ -258,7 +258,7 @@ def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
 # ---------------------------------------------------------------------------------------------- reads
 
 def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked():
-    c = coordinator()
+    c = coordinator(CFG.with_(bulk_read_fanout="all"))          # every replica asked, as a single-key get is
     keys = [b"k", b"x"]
     pk, px = pref(c, b"k"), pref(c, b"x")
     assert pk == ["n5", "n3", "n4"] and px == ["n2", "n1", "n4"]       # n4 holds both keys
@@ -287,6 +287,99 @@ def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked(
     assert rnd.decided and not rnd.complete
     rnd.finish()
     assert {k: [s.value for s in v] for k, v in rnd.result(0.0).items()} == {b"k": [b"v"], b"x": [b"v"]}
+
+
+def asked(sends) -> dict[bytes, list[str]]:
+    """{key: nodes asked for it} over read sends."""
+    out: dict[bytes, list[str]] = {}
+    for node, method, payload, _tag in sends:
+        assert method == "get_encoded"
+        for k in payload:
+            out.setdefault(k, []).append(node)
+    return out
+
+
+def answer(rnd, sends, blob=None) -> list:
+    """Every send of ``sends`` answered (``blob`` per key); the sends the round asks for next."""
+    nxt = []
+    for node, _m, payload, tag in sends:
+        nxt += rnd.on_reply(tag, [blob] * len(payload), None)
+    return nxt
+
+
+def test_bulk_read_asks_the_first_r_replicas_and_a_failed_ones_keys_go_to_the_spare():
+    """``get_many`` in count mode asks R = 2 of N = 3 replicas per key, the first two in ring order; when a
+    node fails, each of its keys is asked of that key's third replica, once, and nothing else is asked again."""
+    c = coordinator()
+    keys = [b"key-%d" % i for i in range(80)]
+    rnd = c.plan_read("get_many", keys)
+    sends = rnd.start()
+    by_node(sends)
+    assert {k: sorted(v) for k, v in asked(sends).items()} == {k: sorted(pref(c, k)[:2]) for k in keys}
+    victim = sends[0]
+    spill = fail(rnd, victim)
+    assert {k: v for k, v in asked(spill).items()} == {k: [pref(c, k)[2]] for k in victim[2]}
+    assert victim[0] not in {s[0] for s in spill}
+    blob = minted(c, b"k", b"v", encoded=True)
+    assert answer(rnd, sends[1:] + spill, blob) == []
+    assert rnd.decided and rnd.complete
+    rnd.finish()
+    assert sorted(rnd.result(0.0)) == sorted(keys)
+
+
+def test_bulk_read_skips_a_replica_known_down_and_single_key_reads_ask_all():
+    c = coordinator()
+    p = pref(c, b"k")
+    c.membership.suspect(p[0], 0.0)
+    assert asked(c.plan_read("get_many", [b"k"]).start()) == {b"k": p[1:]}
+    assert sorted(asked(c.plan_read("get", [b"k"]).start())[b"k"]) == sorted(p)      # Dynamo: all N, repair the rest
+    assert sorted(asked(c.plan_read("get_many", [b"k"], r=3).start())[b"k"]) == sorted(p)
+    assert sorted(asked(c.plan_read("get_many", [b"k"], consistency="all").start())[b"k"]) == sorted(p)
+
+
+def test_bulk_read_speculates_once_on_the_undecided_keys_only():
+    c = coordinator()
+    keys = [b"key-%d" % i for i in range(80)]
+    rnd = c.plan_read("get_many", keys)
+    sends = rnd.start()
+    blob = minted(c, b"k", b"v", encoded=True)
+    first = sends[0]
+    assert answer(rnd, [first], blob) == []                    # the first node's keys: 1 of 2 replies
+    spec = rnd.speculate()
+    assert c.counters["speculative_reads"] == 1
+    assert {k: v for k, v in asked(spec).items()} == {k: [pref(c, k)[2]] for k in keys}   # each key's spare
+    assert rnd.speculate() == []                               # once per round
+    assert answer(rnd, spec, blob) == []
+    assert not rnd.decided                                     # keys the first node did not hold: 1 of 2
+    answer(rnd, sends[1:], blob)
+    assert rnd.decided and rnd.complete
+    rnd.finish()
+    # a round decided already, or one that asked every replica, has nothing to speculate with
+    done = c.plan_read("get_many", [b"k"])
+    answer(done, done.start(), blob)
+    assert done.speculate() == []
+    single = c.plan_read("get", [b"k"])
+    single.start()
+    assert single.speculate() == [] and c.counters["speculative_reads"] == 1
+
+
+def test_bulk_read_with_no_spare_left_asks_the_same_node_again_then_fails():
+    c = coordinator()
+    p = pref(c, b"k")
+    rnd = c.plan_read("get_many", [b"k"])
+    by = by_node(rnd.start())
+    assert sorted(by) == sorted(p[:2])
+    (spare,) = fail(rnd, by[p[0]])
+    assert spare[0] == p[2] and spare[3][3] == 1
+    send = spare
+    for attempt in range(2, READ_ATTEMPTS + 1):                # no spare left: the same node, up to READ_ATTEMPTS
+        (send,) = fail(rnd, send)
+        assert send[0] == p[2] and send[3][3] == attempt
+    assert fail(rnd, send) == []
+    assert rnd.decided
+    answer(rnd, [by[p[1]]], minted(c, b"k", b"v", encoded=True))
+    with pytest.raises(QuorumNotReached, match="1/2 acks, 2 failed"):
+        rnd.finish()
 
 
 def _read_round_with_replies(c, replies: dict[str, bytes | None]):

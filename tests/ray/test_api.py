@@ -130,8 +130,11 @@ def test_put_many_ttl_expires_every_key_and_overwrites_keep_siblings_rules(kv):
 
 def test_consistency_presets_and_per_request_quorums(kv):
     for preset in ("one", "quorum", "all"):
+        # R + W > N for each pair below (a W=1 put read at R=1 may ask a replica the write has not reached yet)
         kv.put(b"c-" + preset.encode(), b"v", consistency=preset)
-        assert kv.get(b"c-" + preset.encode(), consistency=preset) == b"v"
+        assert kv.get(b"c-" + preset.encode(), consistency="all") == b"v"
+        kv.put(b"a-" + preset.encode(), b"v", consistency="all")
+        assert kv.get(b"a-" + preset.encode(), consistency=preset) == b"v"
     kv.put(b"w3", b"v", w=3)
     assert kv.get(b"w3", r=3) == b"v"
     assert kv.get(b"w3", r=1) == b"v"

@@ -2,6 +2,8 @@
 replicas, the coordinator actors are not on the path, failures fall back to sloppy quorum, reads repair."""
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -94,6 +96,40 @@ def test_client_routing_rides_out_a_dead_replica_and_repairs_a_stale_one_on_read
         wait_for(repaired, 20, what="read repair of the stale replicas")
         assert kv._client.router.coord.counters["read_repairs"] >= 2
     finally:
+        kv.shutdown()
+
+
+def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_session, store_dir):
+    """``get_many`` from the driver asks R = 2 replicas per key (the nodes count the keys they are asked for).
+    A replica whose process is stopped (SIGSTOP: alive to Ray, silent to us) costs ``speculative_retry``
+    (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares."""
+    kv = raykv.start(name="route3", nodes=5, data_dir=store_dir, request_timeout=10.0)
+    keys = [b"b%d" % i for i in range(300)]
+    stopped = None
+    try:
+        kv.put_many({k: b"v" + k for k in keys}, w=3)
+        ids = [n.node_id for n in kv.status().nodes]
+
+        def asked() -> int:
+            return sum(node_call(kv, n, "status")["counters"]["gets"] for n in ids)
+        before = asked()
+        assert kv.get_many(keys) == {k: b"v" + k for k in keys}
+        assert asked() - before == 2 * len(keys)
+        counters = kv._client.router.coord.counters
+        assert counters["speculative_reads"] == 0
+
+        victim = replicas_of(kv, keys[0])[0]
+        stopped = ray.get(
+            ray.get_actor(f"raykv:{kv.name}:node:{victim}", namespace="raykv").pid.remote())
+        os.kill(stopped, signal.SIGSTOP)
+        t0 = time.monotonic()
+        assert kv.get_many(keys) == {k: b"v" + k for k in keys}
+        took = time.monotonic() - t0
+        assert took < 2.0, took                                        # request_timeout is 10 s
+        assert counters["speculative_reads"] >= 1
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
         kv.shutdown()
 
 
