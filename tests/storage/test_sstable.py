@@ -163,3 +163,27 @@ def test_bulk_runs_fill_blocks_like_single_adds(tmp_path):
     ra.close()
     rb.close()
 
+
+
+def test_data_block_find_matches_whole_keys_only():
+    """``DataBlock.find`` searches the keys run with ``bytes.find``: a match inside a longer key, or straddling
+    two keys, is not an entry; a key that is a prefix or suffix of its neighbours is found exactly; the first of
+    two entries of one key wins; deletes come back as None values."""
+    keys = [b"a", b"ab", b"abc", b"b", b"bc", b"bca", b"c", b"cab", b"x", b"x"]
+    seqs = list(range(len(keys), 0, -1))
+    values = [b"v-" + k for k in keys]
+    values[3] = None                                      # b"b" is a delete
+    values[-1] = b"older x"
+    blk = B.DataBlock(B.encode_data(keys, seqs, values, [0.0] * len(keys)))
+    for i, k in enumerate(keys[:-1]):
+        assert blk.find(k) == (seqs[i], values[i], 0.0), k
+    for absent in (b"ca", b"bcab", b"cb", b"abcb", b"bcx", b"", b"aa", b"cabx", b"y"):
+        assert blk.find(absent) is None, absent      # substrings of the run ("ca" in "bca|c", "cb" in "abc|b"...)
+    rng = random.Random(3)
+    many = sorted({bytes(rng.choice(b"ab") for _ in range(rng.randint(1, 6))) for _ in range(300)})
+    blk = B.DataBlock(B.encode_data(many, list(range(len(many))), many, [0.0] * len(many)))
+    for i, k in enumerate(many):
+        assert blk.find(k) == (i, k, 0.0)
+    for _ in range(300):
+        probe = bytes(rng.choice(b"ab") for _ in range(rng.randint(1, 7)))
+        assert (blk.find(probe) is None) == (probe not in many)
