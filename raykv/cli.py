@@ -153,6 +153,8 @@ def up(args) -> int:
     opts = {}
     if args.max_value_bytes:
         opts["max_value_bytes"] = args.max_value_bytes
+    if args.fsync:
+        opts["fsync"] = args.fsync
     kv = raykv.start(name=args.name, nodes=args.nodes, replicas=args.replicas, read_quorum=args.r,
                      write_quorum=args.w, data_dir=args.data_dir, address=args.address,
                      autoscale=args.autoscale, **opts)
@@ -202,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("-w", type=int, default=2, help="default write quorum W")
     u.add_argument("--data-dir", default=None)
     u.add_argument("--max-value-bytes", type=int, default=None)
+    u.add_argument("--fsync", choices=("periodic", "batch", "always", "never"), default=None,
+                   help="commit-log fsync policy of the storage nodes (default periodic: every 0.1 s, "
+                        "acks after the append; batch: acks after a group-commit fsync)")
     u.add_argument("--autoscale", action="store_true",
                    help="scale storage machines with traffic through Ray's autoscaler")
     u.set_defaults(fn=up)

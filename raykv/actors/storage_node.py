@@ -85,7 +85,8 @@ class StorageNodeActor:
         self.started_at = time.time()
         self.open_error: RayKVError | None = None
         os.makedirs(self.path, exist_ok=True)
-        opts = {"fsync": config.fsync, "memtable_bytes": config.memtable_bytes, "cache_bytes": config.cache_bytes}
+        opts = {"fsync": config.fsync, "fsync_interval": config.fsync_interval, "memtable_bytes": config.memtable_bytes,
+                "cache_bytes": config.cache_bytes}
         opts.update(lsm_opts or {})
         try:
             self.backend = LSMBackend(self.path, **opts)

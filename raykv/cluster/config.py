@@ -29,7 +29,10 @@ class StoreConfig:
     tombstone_grace: float = 86400.0      # seconds a tombstone is kept before GC
     dc_replicas: dict[str, int] | None = None   # replicas per datacenter, e.g. {"us": 2, "eu": 1}
     local_datacenter: str | None = None   # the coordinator's DC for local_quorum
-    fsync: str = "batch"
+    fsync: str = "periodic"               # each node's commit log: "periodic" (fsync every fsync_interval; acks after
+                                          # the append, as Cassandra, Riak and Redis do by default), "batch" (ack after
+                                          # a group-commit fsync), "always", "never": see LSMStore
+    fsync_interval: float = 0.1           # seconds between a "periodic" node's fsyncs: what a power loss can take
     memtable_bytes: int = 4 << 20
     cache_bytes: int = 16 << 20
     extra: dict = field(default_factory=dict)
@@ -61,6 +64,9 @@ class StoreConfig:
                 raise InvalidArgument(f"dc_replicas values must be integers >= 1, got {self.dc_replicas}")
             if sum(self.dc_replicas.values()) != n:
                 raise InvalidArgument(f"dc_replicas {self.dc_replicas} must add up to replicas N={n}")
-        if self.fsync not in ("always", "batch", "never"):
-            raise InvalidArgument(f"fsync must be 'always', 'batch' or 'never', got {self.fsync!r}")
+        if self.fsync not in ("always", "batch", "periodic", "never"):
+            raise InvalidArgument(f"fsync must be 'always', 'batch', 'periodic' or 'never', got {self.fsync!r}")
+        if isinstance(self.fsync_interval, bool) or not isinstance(self.fsync_interval, (int, float)) \
+                or not self.fsync_interval > 0:
+            raise InvalidArgument(f"fsync_interval must be a positive number of seconds, got {self.fsync_interval!r}")
         return self

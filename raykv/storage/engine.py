@@ -45,7 +45,8 @@ _CRC = F.WAL_CRC.pack
 _BATCH = F.WAL_TYPE_BATCH
 _KPUT = F.KIND_PUT
 _ONE_SIZE = F.ONE_PUT.size
-FSYNC_POLICIES = ("always", "batch", "never")
+FSYNC_POLICIES = ("always", "batch", "periodic", "never")
+DEFAULT_FSYNC_INTERVAL = 0.1     # seconds between the background fsyncs of fsync="periodic"
 Ticket = tuple[W.WalWriter, int] | None   # what a write with durable=False returns (opaque): for wait_durable
 
 def _bad_key(key) -> RayKVError:
@@ -62,9 +63,12 @@ class LSMStore(BackgroundWork):
     """A durable, thread-safe ordered key-value store in one directory (see DESIGN.md section 2).
 
     ``fsync``: "always" (one fsync per write, under the writer lock), "batch" (group commit:
-    a write returns after the fsync of its group; concurrent writers share one fsync) or
-    "never" (records reach the OS page cache at once; the last writes are lost on power loss,
-    not on a process crash). ``write_batch``/``put_many`` with ``durable=False`` split a write in
+    a write returns after the fsync of its group; concurrent writers share one fsync), "periodic"
+    (a write returns after its append; a background thread fsyncs the log every ``fsync_interval``
+    seconds when it grew: a power loss loses at most that window, a process crash nothing; Cassandra's
+    ``commitlog_sync: periodic``, Redis's ``appendfsync everysec``) or "never" (records reach the OS page
+    cache at once; the last writes are lost on power loss, not on a process crash). A failed periodic
+    fsync fails every later write (``RayKVError``), as a failed flush does. ``write_batch``/``put_many`` with ``durable=False`` split a write in
     two: the append (visible at once) and ``wait_durable(ticket)`` (the fsync wait). Memory:
     ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes`` + per-table index and bloom filter.
     ``max_flush_level``: a flushed table that overlaps no table of levels 0..k goes straight to
@@ -78,9 +82,11 @@ class LSMStore(BackgroundWork):
                  l0_trigger: int = 4, l0_stop: int = 12, table_bytes: int | None = None,
                  level_base_bytes: int | None = None, level_multiplier: int = 10, max_levels: int = 7,
                  auto_compact: bool = True, stall_timeout: float | None = None,
-                 max_flush_level: int = 2) -> None:
+                 max_flush_level: int = 2, fsync_interval: float = DEFAULT_FSYNC_INTERVAL) -> None:
         if fsync not in FSYNC_POLICIES:
             raise InvalidArgument(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        if isinstance(fsync_interval, bool) or not isinstance(fsync_interval, (int, float)) or not fsync_interval > 0:
+            raise InvalidArgument(f"fsync_interval must be a positive number of seconds, got {fsync_interval!r}")
         if compression not in F.CODECS:
             raise InvalidArgument(f"compression must be one of {sorted(F.CODECS)}, got {compression!r}")
         if compression == "lz4" and B.DEFAULT_COMPRESSION != "lz4":
@@ -97,6 +103,8 @@ class LSMStore(BackgroundWork):
         self.fsync = fsync
         self._sync_always = fsync == "always"
         self._sync_batch = fsync == "batch"
+        self._fsync_interval = float(fsync_interval)
+        self._fsync_stop = threading.Event()
         self._memtable_bytes = memtable_bytes
         self._limit = memtable_bytes             # set to -1 on close/error: routes writes to _make_room
         self._codec = F.CODECS[compression]
@@ -138,6 +146,8 @@ class LSMStore(BackgroundWork):
         self._version = self._make_version()
         self._threads = [threading.Thread(target=self._flush_loop, name="raykv-flush", daemon=True),
                          threading.Thread(target=self._compact_loop, name="raykv-compact", daemon=True)]
+        if fsync == "periodic":
+            self._threads.append(threading.Thread(target=self._fsync_loop, name="raykv-fsync", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -262,7 +272,7 @@ class LSMStore(BackgroundWork):
         fsync="always" syncs under the writer lock, whatever ``wait``. fsync="batch": ``wait`` waits for the
         group commit here and returns None; ``wait=False`` returns the ticket ``(wal, end offset)`` for
         ``wait_durable`` instead. Either way the writer counts as arriving (``_arriving``: a group leader
-        yields for it) only until its append is done. fsync="never": None."""
+        yields for it) only until its append is done. fsync="periodic" and "never": None."""
         group = self._sync_batch
         if group:
             self._arrive(1)
@@ -288,6 +298,18 @@ class LSMStore(BackgroundWork):
             wal.sync_to(ticket, self._arriving)
             return None
         return wal, ticket
+
+    def _fsync_loop(self) -> None:
+        """fsync="periodic": every ``fsync_interval`` seconds, fsync the active log if it grew since its last
+        fsync (through ``sync_to``, so a concurrent ``close`` or rotation is waited for, and an idle store
+        costs a comparison). Stops at close, which fsyncs the log itself."""
+        while not self._fsync_stop.wait(self._fsync_interval):
+            wal = self._wal
+            try:
+                wal.sync_to(wal.written)
+            except BaseException as exc:  # EIO, disk gone: acknowledged writes may not be durable; stop writes
+                self._fail(exc)
+                return
 
     def _arrive(self, delta: int) -> None:
         """Count batch-mode writers between entering the write path and finishing their append (then they wait
@@ -455,6 +477,7 @@ class LSMStore(BackgroundWork):
                 return
             self._closing = True
             self._limit = -1
+            self._fsync_stop.set()
             self._flush_cv.notify_all()
             self._compact_cv.notify_all()
             self._room_cv.notify_all()

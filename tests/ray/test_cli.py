@@ -8,6 +8,7 @@ import pytest
 
 import raykv
 from raykv.cli import main
+from raykv.cluster.config import StoreConfig
 from tests.ray.conftest import ROOT
 
 pytestmark = pytest.mark.ray
@@ -15,10 +16,12 @@ pytestmark = pytest.mark.ray
 
 def test_up_status_down(ray_session, store_dir, capsys):
     assert main(["up", "--name", "cli", "--nodes", "3", "--replicas", "3", "-r", "2", "-w", "2",
-                 "--data-dir", store_dir]) == 0
+                 "--data-dir", store_dir, "--fsync", "batch"]) == 0
     out = capsys.readouterr().out
     assert "store 'cli'" in out and "n3" in out
-    raykv.connect("cli").put(b"k", b"v")
+    kv = raykv.connect("cli")
+    assert kv.config.fsync == "batch" and StoreConfig().fsync == "periodic"
+    kv.put(b"k", b"v")
     assert main(["status", "--name", "cli"]) == 0
     out = capsys.readouterr().out
     assert "3/3 nodes alive" in out and "N=3 R=2 W=2" in out

@@ -91,3 +91,66 @@ def test_fsync_always_syncs_in_the_append_and_never_has_nothing_to_wait_for(tmp_
         assert ticket is None and db.get(b"a") == b"1"
         db.wait_durable(ticket)
         assert db._wal.fsyncs == 0
+
+
+def _wait_until(pred, timeout: float = 5.0) -> bool:
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def test_fsync_periodic_acks_after_the_append_and_syncs_within_the_interval(tmp_path, fsync_gate):
+    """fsync="periodic": writes return with the fsync still blocked (the ack does not wait for it); the background
+    thread then covers them within ``fsync_interval``; an idle store is not fsynced again; close stops it."""
+    import time
+    db = LSMStore(tmp_path, fsync="periodic", fsync_interval=0.02)
+    try:
+        assert [t.name for t in db._threads].count("raykv-fsync") == 1
+        entered, release = fsync_gate.arm()
+        t0 = time.monotonic()
+        db.put(b"a", b"1")
+        assert db.write_batch([(b"b", b"2")]) is None
+        assert db.put_many([b"c"], [b"3"], durable=False) is None          # no ticket: nothing to wait for
+        db.wait_durable(None)
+        assert time.monotonic() - t0 < 1.0 and db.get_many([b"a", b"b", b"c"]) == [b"1", b"2", b"3"]
+        assert entered.wait(5), "the periodic fsync never ran"            # ...and it is blocked right now
+        assert db._wal._synced < db._wal.written
+        release.set()
+        assert _wait_until(lambda: db._wal._synced == db._wal.written), "the periodic fsync did not cover the writes"
+        synced = db.stats()["wal_fsyncs"]
+        time.sleep(0.1)                                                   # 5 intervals with nothing written
+        assert db.stats()["wal_fsyncs"] == synced
+        db.put(b"d", b"4")
+        assert _wait_until(lambda: db.stats()["wal_fsyncs"] == synced + 1)
+    finally:
+        db.close()
+    assert not any(t.is_alive() for t in db._threads)
+    with LSMStore(tmp_path, fsync="periodic") as db:
+        assert db.get_many([b"a", b"b", b"c", b"d"]) == [b"1", b"2", b"3", b"4"]
+
+
+def test_fsync_periodic_failure_fails_later_writes_and_bad_intervals_are_refused(tmp_path, monkeypatch):
+    import pytest
+    from raykv.errors import InvalidArgument, RayKVError
+    from raykv.storage import wal as W
+    for bad in (0, -1, True, "1s", None):
+        with pytest.raises(InvalidArgument, match="fsync_interval"):
+            LSMStore(tmp_path / "bad", fsync="periodic", fsync_interval=bad)
+
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+    db = LSMStore(tmp_path / "db", fsync="periodic", fsync_interval=0.01)
+    try:
+        monkeypatch.setattr(W, "_fdatasync", eio)
+        db.put(b"a", b"1")                          # acknowledged: the periodic fsync fails after the fact
+        assert _wait_until(lambda: db._bg_error is not None)
+        with pytest.raises(RayKVError, match="Input/output error"):
+            db.put(b"b", b"2")
+        assert db.get(b"a") == b"1" and db.get(b"b") is None
+    finally:
+        monkeypatch.undo()
+        db.close()
