@@ -166,6 +166,7 @@ def _encode_general(siblings: list[Sibling]) -> bytes:
 
 
 _EMPTY = VClock()              # immutable: shared by every decoded blind write
+_make = Sibling.make
 
 
 def _decode_blind(data: bytes) -> list[Sibling] | None:
@@ -191,7 +192,7 @@ def _decode_blind(data: bytes) -> list[Sibling] | None:
         q += vl
     if q != len(data):
         return None
-    return [Sibling((data[5:5 + ln].decode(), dc), _EMPTY, value, ts, None)]
+    return [_make((data[5:5 + ln].decode(), dc), _EMPTY, value, ts, None)]
 
 
 def decode_siblings(data: bytes) -> list[Sibling]:
@@ -244,7 +245,7 @@ def decode_siblings(data: bytes) -> list[Sibling]:
                 if len(value) != ln:
                     raise ValueError("truncated value")
                 pos += ln
-            out.append(Sibling((actors[ai], dc), VClock._raw(c, s), value, ts, exp))
+            out.append(_make((actors[ai], dc), VClock._raw(c, s), value, ts, exp))
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed sibling bytes: {e}") from None
     if pos != len(data):
