@@ -6,6 +6,7 @@ subprocess so they never fight this instance.
 
 import os
 import sys
+import shutil
 import tempfile
 import time
 
@@ -32,8 +33,10 @@ def ray_session():
 
 @pytest.fixture
 def store_dir():
+    """A fresh data_dir, removed after the test (whose ``finally`` shut its store down)."""
     d = tempfile.mkdtemp(prefix="raykv-test-")
     yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def wait_for(pred, timeout: float, every: float = 0.2, what: str = "condition"):
