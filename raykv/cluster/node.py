@@ -70,7 +70,7 @@ AE_BUSY_KEYS = 20_000  # client keys served in one anti-entropy interval above w
 AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair still runs every 3 intervals)
 COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused",
             "hints_delivered", "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in",
-            "streamed_out", "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
+            "streamed_out", "join_repairs", "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
 
 
 class StorageNode:
