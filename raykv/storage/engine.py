@@ -68,8 +68,9 @@ class LSMStore(BackgroundWork):
     seconds when it grew: a power loss loses at most that window, a process crash nothing; Cassandra's
     ``commitlog_sync: periodic``, Redis's ``appendfsync everysec``) or "never" (records reach the OS page
     cache at once; the last writes are lost on power loss, not on a process crash). A failed periodic
-    fsync fails every later write (``RayKVError``), as a failed flush does. ``write_batch``/``put_many`` with ``durable=False`` split a write in
-    two: the append (visible at once) and ``wait_durable(ticket)`` (the fsync wait). Memory:
+    fsync fails every later write (``RayKVError``), as a failed flush does. ``write_batch``/``put_many``
+    with ``durable=False`` split a write in two: the append (visible at once) and ``wait_durable(ticket)``
+    (the fsync wait). Memory:
     ``memtable_bytes * (1 + max_immutable)`` + ``cache_bytes`` + per-table index and bloom filter.
     ``max_flush_level``: a flushed table that overlaps no table of levels 0..k goes straight to
     level k <= this (0: every flush lands in level 0).
