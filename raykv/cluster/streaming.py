@@ -20,8 +20,8 @@ arc of ``movement_plan(read ring, read ring - me)`` to its new owner in pages,
 hands every hint it holds to another up node, and declares ``left`` only when
 every push was acknowledged; otherwise it retries on the next tick. Residual races (a write that reached only the old
 owners while gossip was spreading) are closed by anti-entropy between the new
-replicas. Sources keep their copies (no handoff deletion yet): they become
-garbage, never a loss.
+replicas. Sources keep their copies (streaming copies, it never moves);
+``garbage.py`` drops them once their owners hold them (ownership handoff).
 """
 
 from __future__ import annotations
