@@ -151,8 +151,9 @@ def main() -> int:
             row = node_rows(kv).get(new["node_id"], {})
             return row.get("status") == "alive" and row.get("counters", {}).get("puts", 0) > 0 and row
         row = wait_for(serving, 120, f"{new['node_id']} to finish joining and take writes", traffic)
-        print(f"join ok: {new['node_id']} alive, {row['counters']['streamed_in']} keys streamed in, "
-              f"{row['counters']['puts']} writes taken", flush=True)
+        c = row["counters"]
+        print(f"join ok: {new['node_id']} alive, {c['streamed_in']} keys streamed in, {c.get('join_repairs', 0)} "
+              f"repaired by Merkle exchanges, {row.get('keys')} keys held, {c['puts']} writes taken", flush=True)
 
         keys = [b"k%06d" % i for i in range(written)]
         got = kv.get_many(keys, r=3)
