@@ -121,6 +121,14 @@ def _group(prefs: list[tuple]) -> dict[tuple, list[int]]:
     return by
 
 
+def _share(groups: dict[str, tuple[list, list]], node: str) -> tuple[list, list]:
+    """``node``'s (key indices, slots) in ``groups``, created empty on first use."""
+    g = groups.get(node)
+    if g is None:
+        g = groups[node] = ([], [])
+    return g
+
+
 def _fan(prefs: list[tuple], keep: Callable[[str], bool] | None = None) -> tuple[dict, list]:
     """Each key to every replica of its preference list: ({node: (key indices, slots)}, [(i, j, node) of the
     replicas ``keep`` rejected]). Grouped by preference list, so the per-node lists grow by C-level extends."""
@@ -131,9 +139,7 @@ def _fan(prefs: list[tuple], keep: Callable[[str], bool] | None = None) -> tuple
             if keep is not None and not keep(node):
                 rejected.extend((i, j, node) for i in idx)
                 continue
-            g = groups.get(node)
-            if g is None:
-                g = groups[node] = ([], [])
+            g = _share(groups, node)
             g[0].extend(idx)
             g[1].extend([i << SLOT_BITS | j for i in idx])
     return groups, rejected
@@ -227,9 +233,7 @@ class WriteRound(_Round):
             self.tallies.report(slot, False)
             return False
         self.counters["sloppy_writes"] += 1
-        g = groups.get(target)
-        if g is None:
-            g = groups[target] = ([], [])
+        g = _share(groups, target)
         g[0].append(i)
         g[1].append(slot)
         return True
@@ -379,9 +383,7 @@ class ReadRound(_Round):
             for i in idx:
                 order_of[i] = order
             for j in order[:f]:
-                g = groups.get(p[j])
-                if g is None:
-                    g = groups[p[j]] = ([], [])
+                g = _share(groups, p[j])
                 g[0].extend(idx)
                 g[1].extend([i << SLOT_BITS | j for i in idx])
         self._order, self._next = order_of, [f] * len(prefs)
@@ -413,10 +415,7 @@ class ReadRound(_Round):
                 continue
             nxt[i] = k + 1
             j = o[k]
-            node = t.prefs[i][j]
-            g = groups.get(node)
-            if g is None:
-                g = groups[node] = ([], [])
+            g = _share(groups, t.prefs[i][j])
             g[0].append(i)
             g[1].append(i << SLOT_BITS | j)
         return groups, stuck
