@@ -7,6 +7,7 @@ Run: ``python benchmarks/bulk_cpu.py [--batches 40]``
 """
 
 import argparse
+import shutil
 import tempfile
 import time
 
@@ -24,7 +25,8 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="raykv")
     _, DictStore = _baseline_actors()
     plain = DictStore.remote()
-    kv = raykv.start(name="bulkcpu", nodes=5, data_dir=tempfile.mkdtemp(prefix="raykv-bulkcpu-"))
+    data_dir = tempfile.mkdtemp(prefix="raykv-bulkcpu-")
+    kv = raykv.start(name="bulkcpu", nodes=5, data_dir=data_dir)
     me = psutil.Process()
 
     def process_cpu():
@@ -55,6 +57,7 @@ def main() -> None:
     finally:
         kv.shutdown()
         ray.shutdown()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

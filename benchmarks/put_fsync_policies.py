@@ -6,6 +6,7 @@ Run: ``python benchmarks/put_fsync_policies.py [--ops 500] [--rounds 3] [--polic
 """
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -26,8 +27,8 @@ def main() -> None:
     Echo, _ = _baseline_actors()
     echo = Echo.remote()
     ray.get(echo.ping.remote(0))
-    stores = {f: raykv.start(name="fsync-" + f, nodes=5, data_dir=tempfile.mkdtemp(prefix="raykv-fsync-"), fsync=f)
-              for f in args.policies.split(",")}
+    dirs = {f: tempfile.mkdtemp(prefix="raykv-fsync-") for f in args.policies.split(",")}
+    stores = {f: raykv.start(name="fsync-" + f, nodes=5, data_dir=d, fsync=f) for f, d in dirs.items()}
     value = b"v" * 100
     try:
         for kv in stores.values():
@@ -53,6 +54,8 @@ def main() -> None:
         for kv in stores.values():
             kv.shutdown()
         ray.shutdown()
+        for d in dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
