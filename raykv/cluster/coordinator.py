@@ -37,7 +37,8 @@ from .membership import Membership
 from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
 from .codec import BlindBatch, encode_siblings
-from .rounds import ReadRound, WriteRound
+from .read_round import ReadRound
+from .rounds import WriteRound
 from .transport import Transport
 from .vclock import DotMinter, Sibling, VClock, live, reconcile
 from ..errors import NodeUnavailable, QuorumNotReached, RayKVError

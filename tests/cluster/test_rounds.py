@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from raykv.cluster import rounds
+from raykv.cluster import read_round, rounds
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.coordinator import Coordinator
-from raykv.cluster.rounds import READ_ATTEMPTS
+from raykv.cluster.read_round import READ_ATTEMPTS
 from raykv.cluster.transport import Transport
 from raykv.cluster.codec import decode_blind_wire, decode_siblings, encode_siblings
 from raykv.cluster.vclock import merged_context
@@ -228,7 +228,7 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     read = c.plan_read("get_many", keys)
     read.max_payload = 2_000
     asks = read.start()
-    per_call = max(1, 2_000 // rounds.READ_CHUNK_BYTES)
+    per_call = max(1, 2_000 // read_round.READ_CHUNK_BYTES)
     assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
     assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 2 for k in keys}   # R of N: bulk
 
@@ -422,7 +422,7 @@ def test_read_identical_replies_decoded_once_and_need_no_repair(monkeypatch):
     def counting(data):
         calls.append(data)
         return decode_siblings(data)
-    monkeypatch.setattr(rounds, "decode_siblings", counting)
+    monkeypatch.setattr(read_round, "decode_siblings", counting)
     rnd = _read_round_with_replies(c, dict.fromkeys(pref(c, b"k"), blob))
     assert len(calls) == 1, "the first answer is decoded as it arrives; the others are compared bytewise"
     assert [s.value for s in rnd.result(0.0)[b"k"]] == [b"v"]
