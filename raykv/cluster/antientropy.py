@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from .node import StorageNode
 
 LO, HI = 0, TOKEN_SPACE - 1
+DEFAULT_DEPTH = 10       # Merkle tree levels unless config.extra["merkle_depth"] says otherwise
+
+
+def merkle_depth(config) -> int:
+    """The Merkle tree depth a store uses (``config.extra["merkle_depth"]``, default ``DEFAULT_DEPTH``)."""
+    return int(config.extra.get("merkle_depth", DEFAULT_DEPTH))
 _SEGMENTS: dict[tuple, list] = {}
 
 
@@ -140,7 +146,7 @@ async def anti_entropy_round(node: "StorageNode", peers: list[str] | None = None
     if me not in ring:
         return 0
     n, dcr = node.config.replicas, node.config.dc_replicas
-    depth = int(node.config.extra.get("merkle_depth", 10))
+    depth = merkle_depth(node.config)
     repaired = 0
     now = node.transport.now()
     for peer in sorted(ring.nodes):

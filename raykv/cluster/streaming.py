@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .antientropy import exchange
+from .antientropy import exchange, merkle_depth
 from .membership import cached_ring
 from .ring import movement_plan
 from ..errors import NodeUnavailable, RayKVError
@@ -108,7 +108,7 @@ async def join(node: "StorageNode") -> bool:
         for other in sources:
             if other != pulled:
                 checks.setdefault(other, []).append((t.lo, t.hi))
-    depth = int(node.config.extra.get("merkle_depth", 10))
+    depth = merkle_depth(node.config)
     for other, arcs in checks.items():
         if node.status_name != "joining":
             return False

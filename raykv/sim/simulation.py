@@ -24,7 +24,7 @@ import asyncio
 import random
 from typing import Any, Awaitable, Callable
 
-from raykv.cluster.antientropy import build_tree, shared_arcs
+from raykv.cluster.antientropy import build_tree, merkle_depth, shared_arcs
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.coordinator import Coordinator
 from raykv.cluster.memory_backend import MemoryBackend
@@ -245,7 +245,7 @@ class Simulation:
         """Equal Merkle roots for every pair of replicas over every arc both replicate."""
         ring = self._ring()
         ids = sorted(ring.nodes)
-        depth = int(self.config.extra.get("merkle_depth", 10))
+        depth = merkle_depth(self.config)
         for i, a in enumerate(ids):
             for b in ids[i + 1:]:
                 arcs = shared_arcs(ring, a, b, self.config.replicas, self.config.dc_replicas)
