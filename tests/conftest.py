@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+
+
+def wait_for(pred, timeout: float, every: float = 0.2, what: str = "condition"):
+    """Poll ``pred`` until it is truthy; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class FsyncGate:

@@ -8,9 +8,10 @@ import os
 import sys
 import shutil
 import tempfile
-import time
 
 import pytest
+
+from tests.conftest import wait_for  # noqa: F401 - the Ray tests import it from here
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,18 +38,6 @@ def store_dir():
     d = tempfile.mkdtemp(prefix="raykv-test-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def wait_for(pred, timeout: float, every: float = 0.2, what: str = "condition"):
-    """Poll ``pred`` until it is truthy; fail the test with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def run_driver(code: str, timeout: float = 180) -> str:

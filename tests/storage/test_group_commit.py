@@ -8,6 +8,7 @@ at once, the wait returns only after an fsync covering it, a WAL rotation in bet
 import threading
 
 from raykv.storage import LSMStore
+from tests.conftest import wait_for
 
 
 def test_deferred_append_is_visible_at_once_and_durable_only_after_wait(tmp_path):
@@ -93,16 +94,6 @@ def test_fsync_always_syncs_in_the_append_and_never_has_nothing_to_wait_for(tmp_
         assert db._wal.fsyncs == 0
 
 
-def _wait_until(pred, timeout: float = 5.0) -> bool:
-    import time
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
-
-
 def test_fsync_periodic_acks_after_the_append_and_syncs_within_the_interval(tmp_path, fsync_gate):
     """fsync="periodic": writes return with the fsync still blocked (the ack does not wait for it); the background
     thread then covers them within ``fsync_interval``; an idle store is not fsynced again; close stops it."""
@@ -120,12 +111,12 @@ def test_fsync_periodic_acks_after_the_append_and_syncs_within_the_interval(tmp_
         assert entered.wait(5), "the periodic fsync never ran"            # ...and it is blocked right now
         assert db._wal._synced < db._wal.written
         release.set()
-        assert _wait_until(lambda: db._wal._synced == db._wal.written), "the periodic fsync did not cover the writes"
+        wait_for(lambda: db._wal._synced == db._wal.written, 5, 0.005, "the periodic fsync to cover the writes")
         synced = db.stats()["wal_fsyncs"]
         time.sleep(0.1)                                                   # 5 intervals with nothing written
         assert db.stats()["wal_fsyncs"] == synced
         db.put(b"d", b"4")
-        assert _wait_until(lambda: db.stats()["wal_fsyncs"] == synced + 1)
+        wait_for(lambda: db.stats()["wal_fsyncs"] == synced + 1, 5, 0.005, "the periodic fsync of the new write")
     finally:
         db.close()
     assert not any(t.is_alive() for t in db._threads)
@@ -147,7 +138,7 @@ def test_fsync_periodic_failure_fails_later_writes_and_bad_intervals_are_refused
     try:
         monkeypatch.setattr(W, "_fdatasync", eio)
         db.put(b"a", b"1")                          # acknowledged: the periodic fsync fails after the fact
-        assert _wait_until(lambda: db._bg_error is not None)
+        wait_for(lambda: db._bg_error is not None, 5, 0.005, "the failed periodic fsync to be recorded")
         with pytest.raises(RayKVError, match="Input/output error"):
             db.put(b"b", b"2")
         assert db.get(b"a") == b"1" and db.get(b"b") is None
