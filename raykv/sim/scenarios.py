@@ -109,13 +109,13 @@ def run_no_acked_write_lost(seed: int, *, keys: int = 30, skew: float = 0.0, bul
         await chaos
         k = await sim.settle()
         assert k is not None, f"seed {seed}: replicas did not converge"
-        got = await read_back(c, acked)
-        lost = [key for key, val in acked.items() if val not in [s.value for s in got.get(key, [])]]
-        assert not lost, f"seed {seed}: acknowledged writes lost: {lost}"
+        def lost(got: dict) -> list:
+            return [key for key, val in acked.items() if val not in [s.value for s in got.get(key, [])]]
+        missing = lost(await read_back(c, acked))
+        assert not missing, f"seed {seed}: acknowledged writes lost: {missing}"
         if bulk:        # and as a bulk read sees them: R replicas per key asked, spares if one fails
-            got = await c.get_many(sorted(acked))
-            lost = [key for key, val in acked.items() if val not in [s.value for s in got.get(key, [])]]
-            assert not lost, f"seed {seed}: acknowledged writes missing from get_many: {lost}"
+            missing = lost(await c.get_many(sorted(acked)))
+            assert not missing, f"seed {seed}: acknowledged writes missing from get_many: {missing}"
         return k
 
     k = sim.run(main())
