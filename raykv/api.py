@@ -189,28 +189,26 @@ class KV:
         validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
-        out, write_backs = self._values(ks, self._client.call("get_many", ks, r=r, consistency=consistency))
+        out, write_backs = self._values(ks, self._client.call("get_values", ks, r=r, consistency=consistency))
         for k, wb in write_backs:
             self._write_back(k, wb)
         return out
 
-    def _values(self, ks: list[bytes], res: dict) -> tuple[dict[bytes, bytes], list]:
-        """``get_many``'s answer from the siblings per key: ({key: value} of the keys found, [(key, write-back)]
-        for the keys the resolver merged). ``ConflictError`` on siblings without a resolver."""
-        out, write_backs = {}, []
-        for k in ks:
-            sibs = res.get(k)
-            if not sibs:
-                continue
-            if len(sibs) == 1:             # the usual key: one live version, nothing to resolve
-                out[k] = sibs[0].value
-                continue
+    def _values(self, ks: list[bytes], res: tuple[dict, dict]) -> tuple[dict[bytes, bytes], list]:
+        """``get_many``'s answer from ``get_values``' ({key: value}, {key: siblings}): ({key: value} of the keys
+        found, in the order asked, [(key, write-back)] for the keys the resolver merged). ``ConflictError`` on
+        siblings without a resolver."""
+        out, conflicts = res
+        if not conflicts:
+            return out, []
+        write_backs = []
+        for k, sibs in conflicts.items():
             found, value, wb = self._choose(k, sibs)
             if wb is not None:
                 write_backs.append((k, wb))
             if found:
                 out[k] = value
-        return out, write_backs
+        return {k: out[k] for k in dict.fromkeys(ks) if k in out}, write_backs
 
     def items(self, page_size: int = 1000) -> Iterator[tuple[bytes, bytes]]:
         """Every live key once with its value, page by page (no order promised; concurrent writes may or may not
@@ -303,7 +301,7 @@ class KV:
         validate_request("r", r, consistency, self.config.replicas)
         if not ks:
             return {}
-        out, write_backs = self._values(ks, await self._client.acall("get_many", ks, r=r, consistency=consistency))
+        out, write_backs = self._values(ks, await self._client.acall("get_values", ks, r=r, consistency=consistency))
         for k, wb in write_backs:
             await self._awrite_back(k, wb)
         return out

@@ -78,6 +78,9 @@ class CoordinatorActor:
     async def get_many(self, keys: list, r=None, consistency=None):
         return await self._timed("get_many", self.coord.get_many(keys, r=r, consistency=consistency))
 
+    async def get_values(self, keys: list, r=None, consistency=None):
+        return await self._timed("get_many", self.coord.get_values(keys, r=r, consistency=consistency))
+
     async def put_many(self, items: list, w=None, consistency=None, ttl=None):
         return await self._timed("put_many", self.coord.put_many(items, w=w, consistency=consistency, ttl=ttl))
 

@@ -234,14 +234,25 @@ class ClientRouter:
         finally:
             self.metrics.observe("get_many", time.perf_counter() - t0)
 
-    def _read(self, op: str, keys: list, r, consistency, timeout) -> dict:
-        """Read rounds of ``READ_ROUND`` keys, all in flight together; read repair left to the daemon."""
+    def get_values(self, keys: list, *, r=None, consistency=None) -> tuple[dict, dict]:
+        """``get_many`` as ({key: value} of keys with one live version, {key: live siblings} of keys with several)
+        (``ReadRound.values``): what ``KV.get_many`` uses, no ``Sibling`` built for the usual key."""
+        t0 = time.perf_counter()
+        try:
+            with gc_paused(len(keys)):
+                return self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None, values=True)
+        finally:
+            self.metrics.observe("get_many", time.perf_counter() - t0)
+
+    def _read(self, op: str, keys: list, r, consistency, timeout, values: bool = False):
+        """Read rounds of ``READ_ROUND`` keys, all in flight together; read repair left to the daemon.
+        -> {key: siblings}, or with ``values`` the pair of ``ReadRound.values``."""
         self._ensure_view()
         timeout = timeout or self.config.request_timeout
         rounds, out = [], {}
         for lo in range(0, len(keys), READ_ROUND):
             with self.mu:
-                rnd = self.coord.plan_read(op, keys[lo:lo + READ_ROUND], r=r, consistency=consistency)
+                rnd = self.coord.plan_read(op, keys[lo:lo + READ_ROUND], r=r, consistency=consistency, values=values)
                 sends = rnd.start()
             rounds.append(rnd)
             self._submit(rnd, sends, out, timeout)
@@ -249,10 +260,15 @@ class ClientRouter:
         self._drive(rounds, out, timeout, 3, "decided", speculate=self.config.speculative_retry)
         self._finish(op, rounds)
         now = self.transport.now()
-        result = {}
+        result = ({}, {}) if values else {}
         with self.mu:
             for rnd in rounds:
-                result.update(rnd.result(now))
+                if values:
+                    vals, conflicts = rnd.values(now)
+                    result[0].update(vals)
+                    result[1].update(conflicts)
+                else:
+                    result.update(rnd.result(now))
         for rnd in rounds:
             late = {ref: entry for ref, entry in out.items() if entry[0] is rnd}
             if late:

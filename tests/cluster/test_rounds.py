@@ -15,7 +15,7 @@ from raykv.cluster.coordinator import Coordinator
 from raykv.cluster.read_round import READ_ATTEMPTS
 from raykv.cluster.transport import Transport
 from raykv.cluster.codec import decode_blind_wire, decode_siblings, encode_siblings
-from raykv.cluster.vclock import merged_context
+from raykv.cluster.vclock import Sibling, VClock, merged_context
 from raykv.errors import NodeUnavailable, QuorumNotReached
 
 CFG = StoreConfig(replicas=3, read_quorum=2, write_quorum=2, tokens_per_node=16)
@@ -307,24 +307,59 @@ def answer(rnd, sends, blob=None) -> list:
     return nxt
 
 
+def rested(c: Coordinator, key: bytes, rest: str | None) -> list[str]:
+    """The key's replicas in the order a bulk read asks them: ring order, the resting node last."""
+    return sorted(pref(c, key), key=lambda n: n == rest)
+
+
 def test_bulk_read_asks_the_first_r_replicas_and_a_failed_ones_keys_go_to_the_spare():
-    """``get_many`` in count mode asks R = 2 of N = 3 replicas per key, the first two in ring order; when a
-    node fails, each of its keys is asked of that key's third replica, once, and nothing else is asked again."""
+    """``get_many`` in count mode asks R = 2 of N = 3 replicas per key, the first two in ring order with the
+    round's resting node last; when a node fails, each of its keys is asked of that key's third replica, once,
+    and nothing else is asked again."""
     c = coordinator()
     keys = [b"key-%d" % i for i in range(80)]
     rnd = c.plan_read("get_many", keys)
     sends = rnd.start()
     by_node(sends)
-    assert {k: sorted(v) for k, v in asked(sends).items()} == {k: sorted(pref(c, k)[:2]) for k in keys}
+    assert rnd.rest is not None and rnd.rest not in {s[0] for s in sends}
+    assert {k: sorted(v) for k, v in asked(sends).items()} == {k: sorted(rested(c, k, rnd.rest)[:2]) for k in keys}
     victim = sends[0]
     spill = fail(rnd, victim)
-    assert {k: v for k, v in asked(spill).items()} == {k: [pref(c, k)[2]] for k in victim[2]}
+    assert {k: v for k, v in asked(spill).items()} == {k: [rested(c, k, rnd.rest)[2]] for k in victim[2]}
     assert victim[0] not in {s[0] for s in spill}
     blob = minted(c, b"k", b"v", encoded=True)
     assert answer(rnd, sends[1:] + spill, blob) == []
     assert rnd.decided and rnd.complete
     rnd.finish()
     assert sorted(rnd.result(0.0)) == sorted(keys)
+
+
+def test_bulk_reads_rest_one_node_in_turn_when_the_keys_span_every_node():
+    """A bulk read whose keys have replicas on every node asks one node fewer (4 calls on 5 nodes), each key
+    still of R distinct replicas; successive rounds rest each node in turn. A round whose keys miss some node
+    saves nothing by resting, so it asks in plain ring order; so does R = N, and a resting node known down."""
+    c = coordinator()
+    keys = [b"key-%d" % i for i in range(200)]
+    rests = []
+    for _ in range(10):
+        rnd = c.plan_read("get_many", keys)
+        sends = rnd.start()
+        by_node(sends)
+        assert len(sends) == 4 and rnd.rest not in {s[0] for s in sends}
+        got = asked(sends)
+        assert all(len(set(v)) == 2 and set(v) <= set(pref(c, k)) for k, v in got.items()) and len(got) == 200
+        rests.append(rnd.rest)
+    assert rests == [f"n{i}" for i in range(1, 6)] * 2
+    few = [k for k in keys if "n1" not in pref(c, k)][:3]          # these keys never touch n1
+    rnd = c.plan_read("get_many", few)
+    sends = rnd.start()
+    assert {k: sorted(v) for k, v in asked(sends).items()} == {k: sorted(pref(c, k)[:2]) for k in few}
+    assert len(c.plan_read("get_many", keys, r=3).start()) == 5 and c.plan_read("get_many", keys, r=3).rest is None
+    rnd = c.plan_read("get_many", keys)
+    c.membership.suspect(rnd.rest, 0.0)
+    sends = rnd.start()
+    assert {k: sorted(v) for k, v in asked(sends).items()} == \
+        {k: sorted([n for n in pref(c, k) if n != rnd.rest][:2]) for k in keys}
 
 
 def test_bulk_read_skips_a_replica_known_down_and_single_key_reads_ask_all():
@@ -347,7 +382,7 @@ def test_bulk_read_speculates_once_on_the_undecided_keys_only():
     assert answer(rnd, [first], blob) == []                    # the first node's keys: 1 of 2 replies
     spec = rnd.speculate()
     assert c.counters["speculative_reads"] == 1
-    assert {k: v for k, v in asked(spec).items()} == {k: [pref(c, k)[2]] for k in keys}   # each key's spare
+    assert {k: v for k, v in asked(spec).items()} == {k: [rested(c, k, rnd.rest)[2]] for k in keys}   # its spare
     assert rnd.speculate() == []                               # once per round
     assert answer(rnd, spec, blob) == []
     assert not rnd.decided                                     # keys the first node did not hold: 1 of 2
@@ -428,6 +463,36 @@ def test_read_identical_replies_decoded_once_and_need_no_repair(monkeypatch):
     assert [s.value for s in rnd.result(0.0)[b"k"]] == [b"v"]
     assert len(calls) == 1
     assert rnd.repair_plan() == {} and len(calls) == 1
+
+
+def test_read_values_skip_siblings_for_simple_answers_and_keep_conflicts(monkeypatch):
+    """``values()`` (what ``KV.get_many`` reads): a key whose answers are one live blind version gives its
+    value with no ``Sibling`` decoded; a version with a context, concurrent versions (a conflict, handed back as
+    siblings), replicas that answer differently, a deleted key, an expired one and an absent one take the full
+    path and come out as ``result()`` says."""
+    c = coordinator()
+    s1, s2 = minted(c, b"k", b"one"), minted(c, b"k", b"two")
+    ctx = minted(c, b"k", b"three", context=merged_context([s1, s2]))
+    dead = minted(c, b"k", None)
+    old = Sibling(("x", 1), VClock(), b"old", 1.0, 5.0)                  # expired at 5.0
+    split = [encode_siblings([minted(c, b"split", b"left")]), encode_siblings([minted(c, b"split", b"right")])]
+    answers = {b"plain": encode_siblings([s1]), b"ctx": encode_siblings([ctx]), b"both": encode_siblings([s1, s2]),
+               b"gone": encode_siblings([dead]), b"old": encode_siblings([old]), b"none": None}
+    keys = list(answers) + [b"split"]
+    decoded = []
+    monkeypatch.setattr(read_round, "decode_siblings", lambda b: decoded.append(b) or decode_siblings(b))
+    rnd = c.plan_read("get_many", keys, values=True)
+    for _node, _m, payload, tag in rnd.start():
+        rnd.on_reply(tag, [split.pop() if k == b"split" else answers[k] for k in payload], None)
+    assert rnd.decided and not split, "split's two replicas each answered"
+    vals, conflicts = rnd.values(10.0)
+    assert vals == {b"plain": b"one", b"ctx": b"three"}
+    assert sorted(conflicts) == [b"both", b"split"]
+    assert sorted(s.value for s in conflicts[b"both"]) == [b"one", b"two"]
+    assert sorted(s.value for s in conflicts[b"split"]) == [b"left", b"right"]
+    assert answers[b"plain"] not in decoded, "the simple answer is never decoded"
+    with pytest.raises(RuntimeError):
+        c.plan_read("get_many", keys).values(0.0)
 
 
 def test_read_malformed_answer_fails_in_result_not_in_on_reply():

@@ -304,6 +304,24 @@ def test_dotminter_mint_blind_is_mint_of_each_key(capacity, steps):
             (bulk.counter, bulk.generation, list(bulk._lru.items()))
 
 
+@settings(max_examples=300)
+@given(st.lists(siblings, max_size=3), st.data())
+def test_blind_value_is_the_value_of_exactly_the_simple_shape(sibs, data):
+    """``codec.blind_value`` (the value-only read path) returns the value only for one live sibling with no
+    expiry and no context, and ``SLOW`` for every other set, for truncated and padded bytes too: never a wrong
+    value, never an exception."""
+    from raykv.cluster.codec import SLOW, blind_value
+    blob = encode_siblings(sibs)
+    simple = (len(sibs) == 1 and sibs[0].value is not None and sibs[0].expires_at is None
+              and not sibs[0].context._c)
+    assert blind_value(blob) == (sibs[0].value if simple else SLOW)
+    cut = data.draw(st.integers(0, max(0, len(blob) - 1)))
+    assert blind_value(blob[:cut]) is SLOW
+    assert blind_value(blob + b"\x00") is SLOW
+    one = Sibling(("coord-1", 7), VClock(), data.draw(st.binary(max_size=50)), 1.0)    # the simple shape
+    assert blind_value(encode_siblings([one])) == one.value
+
+
 @pytest.mark.parametrize("sib", [Sibling(("a", 1), VClock({"b": 2}), b"hello", 1.0, 5.0),
                                  Sibling(("a", 1), VClock(), b"hello", 1.0),        # a blind write: fast path
                                  Sibling(("a", 1), VClock(), None, 1.0)])           # a blind delete

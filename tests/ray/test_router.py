@@ -122,10 +122,11 @@ def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_s
         stopped = ray.get(
             ray.get_actor(f"raykv:{kv.name}:node:{victim}", namespace="raykv").pid.remote())
         os.kill(stopped, signal.SIGSTOP)
-        t0 = time.monotonic()
-        assert kv.get_many(keys) == {k: b"v" + k for k in keys}
-        took = time.monotonic() - t0
-        assert took < 2.0, took                                        # request_timeout is 10 s
+        for _ in range(2):          # each bulk read rests one node in turn: one of two asks the stopped one
+            t0 = time.monotonic()
+            assert kv.get_many(keys) == {k: b"v" + k for k in keys}
+            took = time.monotonic() - t0
+            assert took < 2.0, took                                    # request_timeout is 10 s
         assert counters["speculative_reads"] >= 1
     finally:
         if stopped is not None:
