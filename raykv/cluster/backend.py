@@ -47,8 +47,10 @@ class VersionedBackend(abc.ABC):
         """``put_many`` with each sibling set already encoded (None = no siblings: remove the key)."""
         self.put_many([(k, decode_siblings(b) if b else []) for k, b in items])
 
-    def get_many_encoded(self, keys: list[bytes]) -> list[bytes | None]:
-        """``[get_encoded(k) for k in keys]``; the LSM backend reads the batch as one engine ``get_many``."""
+    def get_many_encoded(self, keys: list[bytes], digests: bytes | None = None) -> list[bytes | None]:
+        """``[get_encoded(k) for k in keys]``; the LSM backend reads the batch as one engine ``get_many``.
+        ``digests``: the keys' 8-byte blake2b digests joined (``ring.key_digests``), a hint a backend that
+        files keys by token may use instead of hashing (``lsm_backend.data_keys``); others ignore it."""
         get = self.get_encoded
         return [get(k) for k in keys]
 
@@ -73,9 +75,9 @@ class VersionedBackend(abc.ABC):
         self.put_many(items)
         return None
 
-    def merge_many_encoded_deferred(self, items, merge) -> tuple[int, object]:
+    def merge_many_encoded_deferred(self, items, merge, digests: bytes | None = None) -> tuple[int, object]:
         """``merge_many_encoded`` that may return before the write is durable: (keys written, ticket for
-        ``wait_durable``). Default: ``merge_many_encoded``, ticket None."""
+        ``wait_durable``). Default: ``merge_many_encoded``, ticket None; ``digests`` as in ``get_many_encoded``."""
         return self.merge_many_encoded(items, merge), None
 
     def wait_durable(self, ticket) -> None:

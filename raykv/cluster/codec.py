@@ -115,20 +115,23 @@ class BlindBatch:
         v = self.values[i]
         return BLIND_ITEM_OVERHEAD + (len(v) if v is not None else 0)
 
-    def wire(self, keys: list[bytes], idx: list[int]) -> tuple:
-        """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``."""
+    def wire(self, keys: list[bytes], idx: list[int], digests: list[bytes] | None = None) -> tuple:
+        """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``, plus the
+        keys' 8-byte digests joined when ``digests`` (``ring.key_digests``) is given: the node then does not
+        hash them again (``lsm_backend.data_keys``)."""
         dots, values = self.dots, self.values
-        return (self.timestamp, self.expires_at, [keys[i] for i in idx], [dots[i] for i in idx],
+        wire = (self.timestamp, self.expires_at, [keys[i] for i in idx], [dots[i] for i in idx],
                 [values[i] for i in idx])
+        return wire if digests is None else wire + (b"".join([digests[i] for i in idx]),)
 
 
 def decode_blind_wire(payload) -> list[tuple[bytes, bytes]]:
     """A ``put_blind`` payload (``BlindBatch.wire``) back to ``(key, encoded siblings)`` items, byte for byte
     what ``encode_siblings`` gives. ``ValueError`` on a malformed payload."""
     try:
-        timestamp, expires_at, keys, dots, values = payload
+        timestamp, expires_at, keys, dots, values = payload[:5] if len(payload) == 6 else payload
     except (TypeError, ValueError):
-        raise ValueError("put_blind payload must be (timestamp, expires_at, keys, dots, values)") from None
+        raise ValueError("put_blind payload must be (timestamp, expires_at, keys, dots, values[, digests])") from None
     if not (len(keys) == len(dots) == len(values)):
         raise ValueError(f"put_blind payload has {len(keys)} keys, {len(dots)} dots and {len(values)} values")
     return list(zip(keys, encode_blind_many(dots, values, timestamp, expires_at)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import threading
 from hashlib import blake2b as _blake2b
 from operator import itemgetter
@@ -48,6 +49,26 @@ def data_key(key: bytes) -> bytes:
     so the int round trip is skipped: 0.52 -> 0.32 us per key (tests/cluster/test_backend_suite.py checks
     they agree)."""
     return DATA + _blake2b(key, digest_size=TOKEN_BYTES).digest() + key
+
+
+_DIGEST = struct.Struct(f"{TOKEN_BYTES}s")
+
+
+def data_keys(keys: list[bytes], digests: bytes | None = None) -> list[bytes]:
+    """``[data_key(k) for k in keys]``. With ``digests`` (the keys' 8-byte blake2b digests joined, as the
+    driver's ring lookup computed them: ``ring.key_digests``) no key is hashed here: 0.08 against 0.4 us a key.
+    The first and last digest are checked against their keys (two hashes), so a misaligned or foreign digest
+    run fails with ``InvalidArgument`` instead of filing keys under the wrong token."""
+    if digests is None:
+        return [data_key(k) for k in keys]
+    n = len(keys)
+    if type(digests) is not bytes or len(digests) != TOKEN_BYTES * n:
+        raise InvalidArgument(f"{n} keys need {TOKEN_BYTES * n} bytes of digests, got "
+                              f"{len(digests) if isinstance(digests, bytes) else type(digests).__name__}")
+    if n and (_blake2b(keys[0], digest_size=TOKEN_BYTES).digest() != digests[:TOKEN_BYTES]
+              or _blake2b(keys[-1], digest_size=TOKEN_BYTES).digest() != digests[-TOKEN_BYTES:]):
+        raise InvalidArgument("key digests do not match their keys")
+    return [DATA + d + k for (d,), k in zip(_DIGEST.iter_unpack(digests), keys)]
 
 
 def _hint_prefix(target: str) -> bytes:
@@ -78,9 +99,10 @@ class LSMBackend(VersionedBackend):
         """The stored encoding as is (no decode): what ``get_encoded`` RPCs ship."""
         return self.db.get(data_key(key)) or None
 
-    def get_many_encoded(self, keys: list[bytes]) -> list[bytes | None]:
-        """``[get_encoded(k) for k in keys]`` as one engine ``get_many`` (one view of the store for the batch)."""
-        return [v or None for v in self.db.get_many([data_key(k) for k in keys])]
+    def get_many_encoded(self, keys: list[bytes], digests: bytes | None = None) -> list[bytes | None]:
+        """``[get_encoded(k) for k in keys]`` as one engine ``get_many`` (one view of the store for the batch);
+        ``digests``: see ``data_keys``."""
+        return [v or None for v in self.db.get_many(data_keys(keys, digests))]
 
     def put_many_encoded(self, items: list[tuple[bytes, bytes | None]]) -> None:
         """One ``write_batch`` of already-encoded sibling sets (no decode/encode round trip)."""
@@ -97,10 +119,11 @@ class LSMBackend(VersionedBackend):
         self.wait_durable(ticket)
         return written
 
-    def merge_many_encoded_deferred(self, items, merge) -> tuple[int, object]:
+    def merge_many_encoded_deferred(self, items, merge, digests: bytes | None = None) -> tuple[int, object]:
         """``merge_many_encoded`` without the fsync wait: (keys written, engine ticket for ``wait_durable``).
-        Same cost, minus the wait."""
-        dkeys = [data_key(item[0]) for item in items]
+        Same cost, minus the wait; ``digests`` of the items' keys: see ``data_keys``."""
+        dkeys = data_keys([item[0] for item in items], digests) if digests is not None else \
+            [data_key(item[0]) for item in items]
         stored = self.db.get_many(dkeys)
         if not any(stored) and len(set(dkeys)) == len(dkeys):
             # nothing held, no key repeated (a batch of blind writes): merge(None, blob) per item and one

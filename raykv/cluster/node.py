@@ -231,7 +231,7 @@ class StorageNode:
             self.counters["keys_written"] += len(pending)
         return len(pending)
 
-    def apply_local_encoded(self, items) -> int:
+    def apply_local_encoded(self, items, digests: bytes | None = None) -> int:
         """``apply_local`` for ``(key, encoded siblings[, ...])`` items (``codec.encode_siblings`` of a canonical
         set: one sibling, or the result of ``sync``/``reconcile``), per ``merge_encoded``. Returns keys changed;
         durable on return, the fsync wait outside ``write_lock`` as in ``apply_local``.
@@ -239,7 +239,7 @@ class StorageNode:
         engine view, each engine key built once), plus a decode/sync/encode per key that needs a merge, plus at
         most one fsync (shared with the node's concurrent writers under fsync="batch")."""
         with self.write_lock:
-            written, ticket = self.backend.merge_many_encoded_deferred(items, merge_encoded)
+            written, ticket = self.backend.merge_many_encoded_deferred(items, merge_encoded, digests)
         self.backend.wait_durable(ticket)
         if written:
             self.counters["keys_written"] += written
@@ -250,7 +250,7 @@ class StorageNode:
         if self.membership is None:
             raise NodeUnavailable(f"storage node {self.node_id} is starting")
 
-    SERVED = frozenset({"put_batch", "put_encoded", "put_blind", "get_batch", "get_encoded"})
+    SERVED = frozenset({"put_batch", "put_encoded", "put_blind", "get_batch", "get_encoded", "get_hashed"})
 
     def serve(self, method: str, *args):
         """The data RPCs (``SERVED``) run synchronously, in the caller's thread: they never await, and the
@@ -283,7 +283,12 @@ class StorageNode:
         return self._put_blind(payload)
 
     def _put_blind(self, payload: tuple) -> list:
-        return self._put_encoded(decode_blind_wire(payload))
+        digests = payload[5] if isinstance(payload, tuple) and len(payload) == 6 else None
+        if digests is None:
+            return self._put_encoded(decode_blind_wire(payload))
+        # every item is a plain (key, bytes): the digests stay aligned with what ``apply`` gets
+        return self._accept_writes(decode_blind_wire(payload), decode_siblings,
+                                   lambda items: self.apply_local_encoded(items, digests))
 
     def _accept_writes(self, items: list, as_siblings, apply, client: bool = True) -> list:
         """The write intake both put RPCs share: an item naming another node as hint target is kept as a
@@ -334,6 +339,20 @@ class StorageNode:
     def _get_encoded(self, keys: list[bytes]) -> list:
         self._count_reads(keys)
         return self.backend.get_many_encoded(keys)     # one engine view for the batch (LSM backend)
+
+    async def rpc_get_hashed(self, payload: tuple) -> list:
+        """``get_encoded`` of ``(keys, digests)``: the keys' 8-byte blake2b digests joined, as the caller's ring
+        lookup computed them, so the node does not hash the keys again (``lsm_backend.data_keys``, which
+        checks the first and last). What read rounds send."""
+        return self._get_hashed(payload)
+
+    def _get_hashed(self, payload: tuple) -> list:
+        if not (type(payload) is tuple and len(payload) == 2 and type(payload[0]) is list
+                and type(payload[1]) is bytes):
+            raise InvalidArgument("get_hashed payload must be a tuple (list of keys, their digests as bytes)")
+        keys, digests = payload
+        self._count_reads(keys)
+        return self.backend.get_many_encoded(keys, digests)
 
     async def rpc_get_batch(self, keys: list[bytes]) -> list:
         """-> [[Sibling,...] per key] (tombstones and expired included; the coordinator filters)."""

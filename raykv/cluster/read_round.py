@@ -1,7 +1,7 @@
 """ReadRound: one read request's fan-out as plain callbacks (see ``rounds`` for what rounds are and who drives
 them).
 
-Reads send ONE ``get_encoded`` per node; replies stay encoded until the quorum is met, identical replies are
+Reads send ONE ``get_hashed`` per node (``get_encoded`` with the keys' digests); replies stay encoded until the quorum is met, identical replies are
 decoded once, and ``repair_plan()`` names the stale replicas once every replica answered (read repair). A bulk
 read in count mode asks R replicas per key and keeps the others as spares (the class docstring).
 """
@@ -14,6 +14,7 @@ from .codec import SLOW, blind_value, decode_siblings, encode_siblings
 from .config import StoreConfig
 from .membership import Membership
 from .quorum import SLOT_BITS, KeyTallies, Quorum, read_repair_plan
+from .ring import key_digests
 from .rounds import Send, _fan, _group, _Round, _share
 from .vclock import Sibling, live, reconcile
 
@@ -72,6 +73,7 @@ class ReadRound(_Round):
         self._sibs: list = [None] * len(keys)         # per key: that answer decoded (None: not yet / malformed)
         self._mixed: set[int] = set()                 # keys whose answers differ: merged in result()
         self._fast: list | None = None                # per key: the value of a simple first answer (``want_values``)
+        self.digests: list[bytes] | None = None       # the keys' ``ring.key_digests``, set by start()
         counters["ops"] += 1
         counters["gets"] += 1
         counters["keys_read"] += len(keys)
@@ -84,7 +86,8 @@ class ReadRound(_Round):
 
     def start(self) -> list[Send]:
         cfg = self.config
-        prefs = self.m.ring("read").preference_tuples(self.keys, cfg.replicas, cfg.dc_replicas)
+        self.digests = key_digests(self.keys)
+        prefs = self.m.ring("read").preference_tuples(self.keys, cfg.replicas, cfg.dc_replicas, self.digests)
         self.tallies = KeyTallies(self.q, prefs, self.dc_of)
         groups = _fan(prefs)[0] if self.fanout is None else self._fan_first(prefs, self.fanout)
         return self._asks(groups, 1)
@@ -119,9 +122,11 @@ class ReadRound(_Round):
                 for node, (idx, slots) in groups.items() for lo in range(0, len(idx), step or len(idx))]
 
     def _ask(self, node: str, idx: list[int], slots: list[int], attempt: int) -> Send:
+        """One ``get_hashed`` call: the keys with their digests, which the node then need not compute."""
         self.attempts[node] = max(self.attempts.get(node, 0), attempt)
         self.outstanding += 1
-        return (node, "get_encoded", list(map(self.keys.__getitem__, idx)), (node, idx, slots, attempt))
+        payload = (list(map(self.keys.__getitem__, idx)), b"".join(map(self.digests.__getitem__, idx)))
+        return (node, "get_hashed", payload, (node, idx, slots, attempt))
 
     def _spill(self, idx) -> tuple[dict, list[int]]:
         """Each undecided key of ``idx`` to its next spare: ({node: (key indices, slots)}, [undecided keys with no

@@ -42,6 +42,14 @@ def key_token(key: bytes) -> int:
     return int.from_bytes(_blake2b(key, digest_size=8).digest(), "big")
 
 
+def key_digests(keys: list[bytes]) -> list[bytes]:
+    """The 8-byte blake2b digest of each key (its token as big-endian bytes), ~0.3 us a key: what
+    ``Ring.preference_tuples`` places keys by, and what a round ships to the nodes so they need not hash the
+    keys again (``lsm_backend.data_keys``)."""
+    blake = _blake2b
+    return [blake(key, digest_size=8).digest() for key in keys]
+
+
 @lru_cache(maxsize=4096)
 def _node_tokens(node_id: str, count: int) -> tuple[int, ...]:
     return tuple(key_token(f"{node_id}#{j}".encode()) for j in range(count))
@@ -225,39 +233,40 @@ class Ring:
             idx = 0
         return list(self._select(idx, n, _dc_key(dc_replicas) if dc_replicas else None))
 
-    def preference_tuples(self, keys: list[bytes], n: int,
-                          dc_replicas: dict[str, int] | None = None) -> list[tuple[str, ...]]:
+    def preference_tuples(self, keys: list[bytes], n: int, dc_replicas: dict[str, int] | None = None,
+                          digests: list[bytes] | None = None) -> list[tuple[str, ...]]:
         """``preference_list`` of every key, as the ring's shared (immutable) tuples: keys of one segment get the
-        same tuple object, so a caller can group keys by it. From ``VECTOR_MIN`` keys: one blake2b per key in a
-        list comprehension, then one ``numpy.searchsorted`` of all the tokens and a table lookup per key
-        (0.33 us a key, the hashing nearly all of it); fewer keys: a bisect and a cache lookup each (0.6 us)."""
+        same tuple object, so a caller can group keys by it. ``digests``: the keys' ``key_digests``, if the
+        caller has them. From ``VECTOR_MIN`` keys: one numpy ``searchsorted`` of all the tokens and a table
+        lookup per key (0.33 us a key with the hashing, nearly all of it); fewer keys: a bisect and a cache
+        lookup each (0.6 us)."""
         tokens = self._tokens
         if not tokens:
             return [()] * len(keys)
         dk = _dc_key(dc_replicas) if dc_replicas else None
+        if digests is None:
+            digests = key_digests(keys)
         if len(keys) >= VECTOR_MIN:
-            return self._preference_tuples_vector(keys, n, dk)
-        last, cache, select, blake = len(tokens), self._pl_cache, self._select, _blake2b
+            return self._preference_tuples_vector(digests, n, dk)
+        last, cache, select = len(tokens), self._pl_cache, self._select
         from_bytes = int.from_bytes
         out = []
-        for key in keys:
-            idx = bisect_left(tokens, from_bytes(blake(key, digest_size=8).digest(), "big"))
+        for d in digests:
+            idx = bisect_left(tokens, from_bytes(d, "big"))
             if idx == last:
                 idx = 0
             p = cache.get((idx, n, dk))
             out.append(p if p is not None else select(idx, n, dk))
         return out
 
-    def _preference_tuples_vector(self, keys: list[bytes], n: int, dk: tuple | None) -> list[tuple[str, ...]]:
+    def _preference_tuples_vector(self, digests: list[bytes], n: int, dk: tuple | None) -> list[tuple[str, ...]]:
         """``preference_tuples`` for a batch: the tokens as one big-endian uint64 array (the 8-byte digests
         joined), their segments by ``numpy.searchsorted`` (side "left": the first token >= t, as ``bisect_left``),
         and each segment's tuple from a per-(n, placement) table filled on first use."""
         tokens = self._token_array
         if tokens is None:
             tokens = self._token_array = np.array(self._tokens, dtype=np.uint64)
-        blake = _blake2b
-        digests = b"".join([blake(key, digest_size=8).digest() for key in keys])
-        seg = np.searchsorted(tokens, np.frombuffer(digests, dtype=">u8"))
+        seg = np.searchsorted(tokens, np.frombuffer(b"".join(digests), dtype=">u8"))
         seg[seg == len(tokens)] = 0
         table = self._pl_tables.get((n, dk))
         if table is None:

@@ -38,6 +38,7 @@ from typing import Callable
 
 from .config import StoreConfig
 from .membership import Membership
+from .ring import key_digests
 from .quorum import POS_MASK, SLOT_BITS, KeyTallies, Quorum
 from .codec import BLIND_ITEM_OVERHEAD, BlindBatch
 from ..errors import QuorumNotReached
@@ -192,6 +193,7 @@ class WriteRound(_Round):
         self.used: dict[int, set] = {}             # key index -> replicas and fallbacks already tried
         self.reroutes: dict[int, int] = {}         # slot -> times its write was re-routed
         self._sizes: list[int] | None = None
+        self.digests: list[bytes] | None = None    # the keys' ``ring.key_digests``, set by start()
         counters["ops"] += 1
         counters["puts"] += 1
         counters["keys_written"] += len(keys)
@@ -230,7 +232,8 @@ class WriteRound(_Round):
         cfg, m = self.config, self.m
         read_ring, future_ring = m.ring("read"), m.ring("future")
         n, dcr = cfg.replicas, cfg.dc_replicas
-        prefs = read_ring.preference_tuples(self.keys, n, dcr)
+        self.digests = key_digests(self.keys)
+        prefs = read_ring.preference_tuples(self.keys, n, dcr, self.digests)
         self.tallies = KeyTallies(self.q, prefs, self.dc_of)
         direct, down = _fan(prefs, self.up.__getitem__)
         hinted: dict[str, tuple[list, list]] = {}
@@ -239,7 +242,7 @@ class WriteRound(_Round):
         sends = self._sends(direct, False) + self._sends(hinted, True)
         if future_ring is not read_ring:
             extra: dict[str, tuple[list, None]] = {}
-            for i, fp in enumerate(future_ring.preference_tuples(self.keys, n, dcr)):
+            for i, fp in enumerate(future_ring.preference_tuples(self.keys, n, dcr, self.digests)):
                 for node in fp:
                     if node not in prefs[i]:
                         extra.setdefault(node, ([], None))[0].append(i)
@@ -257,7 +260,7 @@ class WriteRound(_Round):
                     method = "put_encoded"
                     payload = [(keys[i], blobs[i], prefs[i][s & POS_MASK]) for i, s in zip(part, part_slots)]
                 elif self.blind is not None:
-                    method, payload = "put_blind", self.blind.wire(keys, part)
+                    method, payload = "put_blind", self.blind.wire(keys, part, self.digests)
                 else:
                     method, payload = "put_encoded", list(map(self.plain.__getitem__, part))
                 out.append((node, method, payload, (node, part_slots, hinted)))

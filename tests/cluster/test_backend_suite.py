@@ -384,6 +384,38 @@ def test_lsm_engine_keys_carry_the_ring_token(tmp_path):
         assert data_key(key) == b"d" + key_token(key).to_bytes(TOKEN_BYTES, "big") + key
 
 
+def test_lsm_shipped_digests_file_keys_where_hashing_would_and_bad_ones_are_refused(tmp_path):
+    """A bulk write or read may bring its keys' digests (``ring.key_digests``, as the driver's ring lookup
+    computed them): the engine keys are then exactly ``data_key``'s, with no hashing on the node. A digest run
+    of the wrong length, or whose first or last digest is not its key's, is refused with ``InvalidArgument``
+    and nothing is written."""
+    from raykv.cluster.codec import encode_siblings
+    from raykv.cluster.lsm_backend import data_key, data_keys
+    from raykv.cluster.node import merge_encoded
+    from raykv.cluster.ring import key_digests
+    from raykv.errors import InvalidArgument
+    keys = [b"k%d" % i for i in range(50)]
+    digests = b"".join(key_digests(keys))
+    assert data_keys(keys, digests) == [data_key(k) for k in keys] == data_keys(keys)
+    b = _lsm(tmp_path)
+    try:
+        items = [(k, encode_siblings([sib("a", i + 1, k)])) for i, k in enumerate(keys)]
+        written, ticket = b.merge_many_encoded_deferred(items, merge_encoded, digests)
+        b.wait_durable(ticket)
+        assert written == 50
+        assert b.get_many_encoded(keys) == [blob for _k, blob in items] == b.get_many_encoded(keys, digests)
+        assert [s.value for s in b.get(keys[7])] == [keys[7]]           # the single-key path hashes itself
+        other = [b"x%d" % i for i in range(50)]
+        for bad in (digests[:-1], digests[8:] + digests[:8], b"\x00" * 8 + digests[8:], digests[:-8] + b"\x00" * 8):
+            with pytest.raises(InvalidArgument):
+                b.merge_many_encoded_deferred([(k, blob) for k, (_, blob) in zip(other, items)], merge_encoded, bad)
+            with pytest.raises(InvalidArgument):
+                b.get_many_encoded(keys, bad)
+        assert b.get_many_encoded(other) == [None] * 50
+    finally:
+        b.close()
+
+
 def test_lsm_batched_encoded_access_matches_per_key_access(tmp_path):
     """get_many_encoded / merge_many_encoded (the batched paths of the encoded replica RPCs) agree with
     get_encoded / put_many_encoded, keys repeated within a batch included."""

@@ -144,7 +144,7 @@ def test_batches_make_one_call_per_replica_node():
         assert len(puts) == len(set(puts)) <= len(sim.specs)
         calls.clear()
         got = await c.get_many(keys + [b"missing"], r=3)
-        gets = [n for n, m in calls if m == "get_encoded"]
+        gets = [n for n, m in calls if m == "get_hashed"]
         assert len(gets) == len(set(gets)) <= len(sim.specs)
         assert sorted(got) == sorted(keys) and all(values(v) == [b"v" + k] for k, v in got.items())
     sim.run_booted(body)
@@ -164,8 +164,8 @@ def test_bulk_read_asks_r_replicas_and_speculates_past_a_silent_one(seed):
         real = c.transport.call
 
         async def spy(node, method, *args, timeout):
-            if method == "get_encoded":
-                asks.append((node, list(args[0])))
+            if method == "get_hashed":
+                asks.append((node, list(args[0][0])))
             return await real(node, method, *args, timeout=timeout)
         c.transport.call = spy
         await c.put_many([(k, b"v" + k) for k in keys], w=3)

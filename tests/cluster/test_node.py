@@ -347,6 +347,8 @@ def test_put_blind_stores_what_put_encoded_would_and_merges_with_what_is_there()
     is stored byte for byte as ``encode_siblings`` gives it, an existing one is merged (a concurrent version
     stays a sibling), and a malformed payload is refused whole with ``ValueError``."""
     from raykv.cluster.codec import BlindBatch, decode_siblings, encode_siblings
+    from raykv.cluster.ring import key_digests
+    from raykv.errors import InvalidArgument
     sim = Simulation(seed=13, nodes=3, config=NO_AE)
 
     async def body():
@@ -361,6 +363,13 @@ def test_put_blind_stores_what_put_encoded_would_and_merges_with_what_is_there()
         with pytest.raises(ValueError):
             await node.rpc_put_blind([(b"z", encode_siblings([old]))])
         assert await node.rpc_get_encoded([b"z"]) == [None]
+        # what rounds send: the keys' digests ride along (put_blind's sixth field, get_hashed)
+        keys = [b"d", b"e"]
+        digests = b"".join(key_digests(keys))
+        assert node.serve("put_blind", batch.wire(keys, [0, 1], key_digests(keys))) == [True, True]
+        assert node.serve("get_hashed", (keys, digests)) == await node.rpc_get_encoded(keys) == [batch[0], batch[1]]
+        with pytest.raises(InvalidArgument):
+            node.serve("get_hashed", keys)
     sim.run_booted(body)
 
 

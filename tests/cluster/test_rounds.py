@@ -13,6 +13,7 @@ from raykv.cluster import read_round, rounds
 from raykv.cluster.config import StoreConfig
 from raykv.cluster.coordinator import Coordinator
 from raykv.cluster.read_round import READ_ATTEMPTS
+from raykv.cluster.ring import key_digests
 from raykv.cluster.transport import Transport
 from raykv.cluster.codec import decode_blind_wire, decode_siblings, encode_siblings
 from raykv.cluster.vclock import Sibling, VClock, merged_context
@@ -68,6 +69,13 @@ def by_node(sends) -> dict:
 def items_of(send) -> list:
     """A write send's items as ``(key, encoded)`` or ``(key, encoded, hint target)``, whatever its wire form."""
     return decode_blind_wire(send[2]) if send[1] == "put_blind" else send[2]
+
+
+def keys_of(read_payload) -> list:
+    """The keys of a ``get_hashed`` payload (keys, their digests joined), checking the digests."""
+    keys, digests = read_payload
+    assert digests == b"".join(key_digests(keys))
+    return keys
 
 
 def ack(rnd, send) -> list:
@@ -229,8 +237,8 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     read.max_payload = 2_000
     asks = read.start()
     per_call = max(1, 2_000 // read_round.READ_CHUNK_BYTES)
-    assert all(len(payload) <= per_call for _n, _m, payload, _t in asks)
-    assert Counter(k for _n, _m, payload, _t in asks for k in payload) == {k: 2 for k in keys}   # R of N: bulk
+    assert all(len(keys_of(payload)) <= per_call for _n, _m, payload, _t in asks)
+    assert Counter(k for _n, _m, payload, _t in asks for k in keys_of(payload)) == {k: 2 for k in keys}   # R of N
 
 
 def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
@@ -267,11 +275,11 @@ def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked(
     by = by_node(sends)
     assert sorted(by) == sorted(set(pk) | set(px))
     for node, method, payload, _tag in sends:
-        assert method == "get_encoded" and payload == [k for k in keys if node in pref(c, k)]
+        assert method == "get_hashed" and keys_of(payload) == [k for k in keys if node in pref(c, k)]
     blob = minted(c, b"k", b"v", encoded=True)
 
     def reply(node):
-        assert rnd.on_reply(by[node][3], [blob] * len(by[node][2]), None) == []
+        assert rnd.on_reply(by[node][3], [blob] * len(keys_of(by[node][2])), None) == []
 
     send = by["n5"]
     for _ in range(READ_ATTEMPTS - 1):                          # a failed read is asked again...
@@ -293,8 +301,8 @@ def asked(sends) -> dict[bytes, list[str]]:
     """{key: nodes asked for it} over read sends."""
     out: dict[bytes, list[str]] = {}
     for node, method, payload, _tag in sends:
-        assert method == "get_encoded"
-        for k in payload:
+        assert method == "get_hashed"
+        for k in keys_of(payload):
             out.setdefault(k, []).append(node)
     return out
 
@@ -303,7 +311,7 @@ def answer(rnd, sends, blob=None) -> list:
     """Every send of ``sends`` answered (``blob`` per key); the sends the round asks for next."""
     nxt = []
     for node, _m, payload, tag in sends:
-        nxt += rnd.on_reply(tag, [blob] * len(payload), None)
+        nxt += rnd.on_reply(tag, [blob] * len(keys_of(payload)), None)
     return nxt
 
 
@@ -325,7 +333,7 @@ def test_bulk_read_asks_the_first_r_replicas_and_a_failed_ones_keys_go_to_the_sp
     assert {k: sorted(v) for k, v in asked(sends).items()} == {k: sorted(rested(c, k, rnd.rest)[:2]) for k in keys}
     victim = sends[0]
     spill = fail(rnd, victim)
-    assert {k: v for k, v in asked(spill).items()} == {k: [rested(c, k, rnd.rest)[2]] for k in victim[2]}
+    assert {k: v for k, v in asked(spill).items()} == {k: [rested(c, k, rnd.rest)[2]] for k in keys_of(victim[2])}
     assert victim[0] not in {s[0] for s in spill}
     blob = minted(c, b"k", b"v", encoded=True)
     assert answer(rnd, sends[1:] + spill, blob) == []
@@ -483,7 +491,7 @@ def test_read_values_skip_siblings_for_simple_answers_and_keep_conflicts(monkeyp
     monkeypatch.setattr(read_round, "decode_siblings", lambda b: decoded.append(b) or decode_siblings(b))
     rnd = c.plan_read("get_many", keys, values=True)
     for _node, _m, payload, tag in rnd.start():
-        rnd.on_reply(tag, [split.pop() if k == b"split" else answers[k] for k in payload], None)
+        rnd.on_reply(tag, [split.pop() if k == b"split" else answers[k] for k in keys_of(payload)], None)
     assert rnd.decided and not split, "split's two replicas each answered"
     vals, conflicts = rnd.values(10.0)
     assert vals == {b"plain": b"one", b"ctx": b"three"}
