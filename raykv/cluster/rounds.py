@@ -252,7 +252,13 @@ class WriteRound(_Round):
     def _sends(self, groups: dict[str, tuple[list, list | None]], hinted: bool) -> list[Send]:
         out = []
         keys, blobs, prefs = self.keys, self.blobs, self.tallies.prefs
+        cap = self.max_payload
         for node, (idx, slots) in groups.items():
+            if not hinted and self.blind is not None:
+                payload = self.blind.wire(keys, idx, self.digests)
+                if not cap or self.blind.wire_size(payload) <= cap:     # the usual share: one call, no cutting
+                    out.append((node, "put_blind", payload, (node, slots, False)))
+                    continue
             for lo, hi in self._cuts(idx):
                 part = idx[lo:hi]
                 part_slots = None if slots is None else slots[lo:hi]

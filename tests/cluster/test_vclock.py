@@ -286,13 +286,14 @@ def test_blind_wire_rejects_a_malformed_payload():
         decode_blind_wire((0.0, None, [b"a", b"b"], [("a", 1)], [b"x"]))
 
 
-@settings(max_examples=200)
-@given(st.integers(1, 6), st.lists(st.tuples(st.booleans(), st.lists(st.binary(min_size=1, max_size=1)
-                                                                     .map(lambda b: bytes([b[0] % 5])),
-                                                                     max_size=6)), max_size=6))
+@settings(max_examples=500)
+@given(st.integers(1, 8), st.lists(st.tuples(st.booleans(), st.lists(st.binary(min_size=1, max_size=1)
+                                                                     .map(lambda b: bytes([b[0] % 16])),
+                                                                     max_size=8)), max_size=8))
 def test_dotminter_mint_blind_is_mint_of_each_key(capacity, steps):
     """``DotMinter.mint_blind(keys)`` == ``[mint(k, None) for k in keys]``: same dots and same state after,
-    LRU evictions and fresh generations included; interleaved with contextful mints."""
+    LRU evictions and fresh generations included (the batch path of fresh distinct keys too); interleaved
+    with contextful mints."""
     from raykv.cluster.vclock import DotMinter
     one, bulk = DotMinter("c", capacity), DotMinter("c", capacity)
     for with_context, keys in steps:
