@@ -180,8 +180,7 @@ class KV:
         ttl = check_ttl(ttl)
         if not checked:
             return {}
-        res = self._client.call("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
-        return {k: Version(c) for k, c in res.items()}
+        return self._client.call("put_many_versions", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
 
     def get_many(self, keys: Iterable, *, r: int | None = None, consistency: str | None = None) -> dict[bytes, bytes]:
         """Values of the keys found (absent keys are left out), one call per replica."""
@@ -293,8 +292,8 @@ class KV:
         ttl = check_ttl(ttl)
         if not checked:
             return {}
-        res = await self._client.acall("put_many", list(checked.items()), w=w, consistency=consistency, ttl=ttl)
-        return {k: Version(c) for k, c in res.items()}
+        return await self._client.acall("put_many_versions", list(checked.items()), w=w, consistency=consistency,
+                                        ttl=ttl)
 
     async def aget_many(self, keys, *, r=None, consistency=None) -> dict[bytes, bytes]:
         ks = check_keys(keys, self.config.max_key_bytes)

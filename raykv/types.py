@@ -14,10 +14,27 @@ from raykv.cluster.config import StoreConfig
 class Version:
     """Opaque causal context of a write (a dotted version vector); pass it back as ``context=`` to supersede."""
 
-    __slots__ = ("_clock",)
+    __slots__ = ("_vc", "_dot")
 
     def __init__(self, clock) -> None:
-        self._clock = clock
+        self._vc, self._dot = clock, None
+
+    @classmethod
+    def _of_blind(cls, dot: tuple[str, int], stamp: float, _new=object.__new__) -> "Version":
+        """The version of a blind write: its clock is its dot alone, built on first use (``put_many`` returns
+        one per key, and most are never looked at)."""
+        v = _new(cls)
+        v._vc, v._dot = None, (dot, stamp)
+        return v
+
+    @property
+    def _clock(self):
+        vc = self._vc
+        if vc is None:
+            from raykv.cluster.vclock import VClock
+            (actor, n), stamp = self._dot
+            vc = self._vc = VClock._raw({actor: n}, {actor: stamp})
+        return vc
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and self._clock == other._clock

@@ -60,7 +60,7 @@ async def rawait(ref):
         raise unwrap(e) from None
 
 
-ROUTED = frozenset({"get", "put", "get_many", "get_values", "put_many"})   # what the driver-side router runs itself
+ROUTED = frozenset({"get", "put", "get_many", "get_values", "put_many", "put_many_versions"})   # what the driver-side router runs itself
 ROUTINGS = ("client", "coordinator")
 
 

@@ -27,6 +27,7 @@ import ray
 from raykv.actors.metrics import Metrics, with_transport
 from raykv.actors.process import tune_gc
 from raykv.actors.transport import RayTransport
+from raykv.types import Version
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class CoordinatorActor:
 
     async def put_many(self, items: list, w=None, consistency=None, ttl=None):
         return await self._timed("put_many", self.coord.put_many(items, w=w, consistency=consistency, ttl=ttl))
+
+    async def put_many_versions(self, items: list, w=None, consistency=None, ttl=None):
+        clocks = await self.put_many(items, w=w, consistency=consistency, ttl=ttl)
+        return {k: Version(c) for k, c in clocks.items()}
 
     async def scan_page(self, cursor, limit: int):
         return await self._timed("scan_page", self.coord.scan_page(cursor, limit))

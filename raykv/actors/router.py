@@ -39,13 +39,16 @@ import random
 import threading
 import time
 import uuid
+from itertools import repeat
 
 import ray
 
 from raykv.actors.metrics import Metrics
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
 from raykv.cluster.rounds import bulk_write_rounds, raise_failed
+from raykv.cluster.vclock import VClock
 from raykv.errors import NodeUnavailable
+from raykv.types import Version
 
 log = logging.getLogger(__name__)
 
@@ -187,29 +190,45 @@ class ClientRouter:
     def put_many(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
         """Blind writes of many keys, one ``put_blind`` per replica node per round (``write_rounds``);
         -> {key: clock}. Rounds are planned while the nodes write the previous ones."""
+        return self._put_many_timed(items, w, consistency, ttl, False)
+
+    def put_many_versions(self, items: list, *, w=None, consistency=None, ttl=None) -> dict:
+        """``put_many`` -> {key: ``raykv.Version``}, each built from its dot on first use (what ``KV.put_many``
+        returns)."""
+        return self._put_many_timed(items, w, consistency, ttl, True)
+
+    def _put_many_timed(self, items, w, consistency, ttl, versions: bool) -> dict:
         t0 = time.perf_counter()
         try:
-            return self._put_many(items, w, consistency, ttl)
+            return self._put_many(items, w, consistency, ttl, versions)
         finally:
             self.metrics.observe("put_many", time.perf_counter() - t0)
 
-    def _put_many(self, items, w, consistency, ttl):
+    def _put_many(self, items, w, consistency, ttl, versions: bool):
         self._ensure_view()
         timeout = self.config.request_timeout
         with gc_paused(len(items)):
-            rounds, clocks, out = [], {}, {}
+            rounds, minted, out = [], [], {}
             for lo, hi in self.write_rounds(items):
                 with self.mu:
-                    rnd, c = self.coord.plan_put_many(items[lo:hi], w=w, consistency=consistency, ttl=ttl)
+                    rnd, dots, now = self.coord.plan_blind(items[lo:hi], w=w, consistency=consistency, ttl=ttl)
                     sends = rnd.start()
                 rounds.append(rnd)
-                clocks.update(c)
+                minted.append((rnd.keys, dots, now))
                 self._submit(rnd, sends, out, timeout)
             self._count_once(rounds, "puts")
+            # the new versions are built while the nodes write, not before the first call goes out
+            result = {}
+            for keys, dots, now in minted:
+                if versions:
+                    result.update(zip(keys, map(Version._of_blind, dots, repeat(now))))
+                else:
+                    raw = VClock._raw
+                    result.update({key: raw({a: n}, {a: now}) for key, (a, n) in zip(keys, dots)})
             self._drive(rounds, out, timeout, 2, "decided")
             self._finish("put_many", rounds)
             del rounds
-            return clocks
+            return result
 
     def write_rounds(self, items: list) -> list[tuple[int, int]]:
         """``rounds.bulk_write_rounds`` for this view and transport."""

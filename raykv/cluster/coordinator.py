@@ -187,9 +187,19 @@ class Coordinator:
 
     def plan_put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                       consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
-        """A write round of blind writes (each a new sibling with an empty context) and {key: new clock}. No I/O.
-        Dots are minted in one pass (``DotMinter.mint_blind``) and kept as columns (``codec.BlindBatch``): no
-        ``Sibling`` object is built, and each replica encodes its own share (RPC ``put_blind``)."""
+        """``plan_blind`` and {key: new clock}. No I/O."""
+        rnd, dots, now = self.plan_blind(items, w=w, consistency=consistency, ttl=ttl)
+        raw = VClock._raw
+        # a blind write's clock is just its dot: built directly, not by VClock.add on an empty context
+        return rnd, {key: raw({a: n}, {a: now}) for key, (a, n) in zip(rnd.keys, dots)}
+
+    def plan_blind(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
+                   consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, list, float]:
+        """A write round of blind writes (each a new sibling with an empty context), its dots (one per key, in
+        order) and their timestamp: each key's new clock is {actor: n} stamped ``now``, which a driver may build
+        once the round is on its way. No I/O. Dots are minted in one pass (``DotMinter.mint_blind``) and kept as
+        columns (``codec.BlindBatch``): no ``Sibling`` object is built, and each replica encodes its own share
+        (RPC ``put_blind``)."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         now = self.transport.now()
         keys = [k for k, _ in items]
@@ -197,10 +207,7 @@ class Coordinator:
         if dots:
             self.last_dot = dots[-1]
         blobs = BlindBatch(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None)
-        # a blind write's clock is just its dot: built directly, not by VClock.add on an empty context
-        raw = VClock._raw
-        clocks = {key: raw({a: n}, {a: now}) for key, (a, n) in zip(keys, dots)}
-        return self._round(WriteRound, "put_many", keys, blobs, q=q), clocks
+        return self._round(WriteRound, "put_many", keys, blobs, q=q), dots, now
 
     def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,
                   consistency: str | None = None, values: bool = False) -> ReadRound:

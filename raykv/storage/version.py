@@ -59,7 +59,9 @@ class Version:
         per-key range check; a level of many tables splits the batch by bisecting its sorted keys (no bisect per
         key). 600 absent keys over 7 level-0 tables: 1.25 -> 0.97 us/key. Small batches take the per-key path."""
         n = len(keys)
-        if n < BATCH_MIN or not self.tables:
+        if not self.tables:
+            return [None] * n              # nothing flushed yet (a fresh store, or one just recovered)
+        if n < BATCH_MIN:
             return [self.get(k) for k in keys]
         out = [None] * n
         h1, h2 = hash_arrays(keys)
