@@ -37,7 +37,7 @@ from .membership import Membership
 from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
 from .codec import BlindBatch, encode_siblings
-from .read_round import ReadRound
+from .read_round import ReadRound, ReplySize
 from .rounds import WriteRound
 from .transport import Transport
 from .vclock import DotMinter, Sibling, VClock, live, reconcile
@@ -107,6 +107,7 @@ class Coordinator:
         self._last_refresh = float("-inf")
         self._refreshing = False
         self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
+        self.reply_size = ReplySize()       # bytes per key of read replies, to size read calls
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -214,6 +215,7 @@ class Coordinator:
         """A read round over distinct ``keys`` (``values``: for ``ReadRound.values``). No I/O."""
         q = read_quorum(self.config, r, consistency, self.config.local_datacenter)
         rnd = self._round(ReadRound, op, keys, q=q)
+        rnd.reply_size = self.reply_size
         if values:
             rnd.want_values()
         if op == "get_many" and q.mode == "count" and self.config.bulk_read_fanout == "quorum":

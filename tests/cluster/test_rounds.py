@@ -241,6 +241,44 @@ def test_a_transport_payload_cap_splits_a_nodes_share_into_several_calls():
     assert Counter(k for _n, _m, payload, _t in asks for k in keys_of(payload)) == {k: 2 for k in keys}   # R of N
 
 
+def test_read_calls_are_sized_by_the_reply_bytes_seen_lately():
+    """Read calls are cut so each reply stays under ``max_payload``, by the bytes per key of recent replies
+    (``ReplySize``, shared by a coordinator's rounds): before any reply, 200 bytes a key (a 500-key share at
+    90 KB is two calls); after replies of ~140-byte sibling sets, one call; after big values, many again.
+    Absent keys do not drive the estimate below ``REPLY_KEY_MIN``."""
+    from raykv.cluster.read_round import REPLY_KEY_MIN, ReplySize
+    size = ReplySize()
+    assert size.keys_per_call(90_000) == 450
+    for _ in range(30):
+        size.observe([b"x" * 140] * 400 + [None] * 100)
+    assert 500 <= size.keys_per_call(90_000) < 900
+    for _ in range(30):
+        size.observe([b"x" * 4000] * 10)
+    assert size.keys_per_call(90_000) < 25
+    for _ in range(200):
+        size.observe([None] * 100)
+    assert size.per_key == pytest.approx(REPLY_KEY_MIN) and size.keys_per_call(100) == 100 // REPLY_KEY_MIN
+    size.observe([])
+    assert size.keys_per_call(1) == 1
+
+    c = coordinator(CFG.with_(tokens_per_node=256))         # a real ring: shares of ~500 keys, evenly
+    keys = [b"key-%d" % i for i in range(1000)]
+    blob = minted(c, b"k", b"v" * 100, encoded=True)
+
+    def calls() -> tuple[int, int]:
+        rnd = c.plan_read("get_many", keys)
+        rnd.max_payload = 90_000
+        sends = rnd.start()
+        answer(rnd, sends, blob)
+        return len(sends), len({s[0] for s in sends})
+    first, nodes = calls()
+    assert first > nodes                     # ~500 keys a node at 200 bytes a key: some nodes cut in two
+    for _ in range(10):
+        calls()
+    sent, nodes = calls()
+    assert sent == nodes                     # one call per asked node once replies showed ~150 bytes a key
+
+
 def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
     """``bulk_write_rounds``: a 1,000-key write of 100-byte values at N=3 over 5 nodes is ONE round, and once
     planned on a real-sized ring (256 tokens a node) every node's share is one ``put_blind`` call under the
