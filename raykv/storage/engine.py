@@ -244,7 +244,7 @@ class LSMStore(BackgroundWork):
             return None
         if not (set(map(type, keys)) == {bytes} and all(keys) and set(map(type, values)) == {bytes}):
             return self.write_batch(list(zip(keys, values)), durable=durable)
-        return self._write(list(zip(keys, values, itertools.repeat(0.0))), new=(keys, values), wait=durable)
+        return self._write(None, new=(keys, values), wait=durable)
 
     def wait_durable(self, ticket: Ticket) -> None:
         """Return once the write that gave ``ticket`` (``write_batch``/``put_many`` with ``durable=False``) is
@@ -265,10 +265,11 @@ class LSMStore(BackgroundWork):
             raise InvalidArgument(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         return self._clock() + float(ttl)
 
-    def _write(self, batch: list[tuple[bytes, bytes | None, float]], new: tuple | None = None,
+    def _write(self, batch: list[tuple[bytes, bytes | None, float]] | None, new: tuple | None = None,
                wait: bool = True) -> Ticket:
-        """One WAL record for ``batch``, then the memtable, then the fsync policy. ``new`` = (keys, values) of a
-        blind batch given as two lists: tried first with ``Memtable.put_new`` (C-level loops).
+        """One WAL record for ``batch``, then the memtable, then the fsync policy. ``new`` = (keys, values) of puts
+        without expiry given as two lists instead of ``batch`` (None): encoded with no tuple per entry
+        (``wal.encode_puts``) and tried first with ``Memtable.put_new`` (C-level loops).
 
         fsync="always" syncs under the writer lock, whatever ``wait``. fsync="batch": ``wait`` waits for the
         group commit here and returns None; ``wait=False`` returns the ticket ``(wal, end offset)`` for
@@ -282,14 +283,16 @@ class LSMStore(BackgroundWork):
                 if self._mem.bytes >= self._limit:
                     self._make_room()
                 base = self._seq + 1
-                self._seq = base + len(batch) - 1
+                self._seq = base + (len(batch) if new is None else len(new[0])) - 1
                 wal = self._wal
-                ticket = wal.append_payload(W.encode_batch(base, batch))
+                ticket = wal.append_payload(W.encode_batch(base, batch) if new is None else W.encode_puts(base, *new))
                 if self._sync_always:
                     wal.sync()
                 mem = self._mem
-                if new is None or not mem.put_new(*new, base):    # some key already in the memtable, or repeated
+                if new is None:
                     mem.put_batch(batch, base)
+                elif not mem.put_new(*new, base):       # some key already in the memtable, or repeated
+                    mem.put_batch(list(zip(new[0], new[1], itertools.repeat(0.0))), base)
         finally:
             if group:
                 self._arrive(-1)

@@ -41,6 +41,18 @@ def encode_batch(base_seq: int, items: list[tuple[bytes, bytes | None, float]]) 
     return b"".join(parts)
 
 
+def encode_puts(base_seq: int, keys: list[bytes], values: list[bytes]) -> bytes:
+    """``encode_batch(base_seq, zip(keys, values, repeat(0.0)))`` (puts without expiry, every value bytes), the
+    same bytes, without building a tuple per entry: 0.24 -> 0.15 us an entry (``LSMStore.put_many``)."""
+    pack = F.BATCH_ENTRY.pack
+    put = F.KIND_PUT
+    parts = [F.BATCH_HEADER.pack(base_seq, len(keys))]
+    add = parts.extend
+    for key, value in zip(keys, values):
+        add((pack(put, len(key), len(value), 0.0), key, value))
+    return b"".join(parts)
+
+
 def decode_batch(payload: bytes) -> list[tuple[int, bytes, bytes | None, float]]:
     """(seq, key, value_or_None, expire_at) per entry; ValueError when the payload is malformed."""
     base, count = F.BATCH_HEADER.unpack_from(payload, 0)

@@ -35,6 +35,17 @@ def test_roundtrip_batches(tmp_path):
     assert [s for s, *_ in got] == list(range(1, 10))
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_encode_puts_gives_encode_batch_bytes(n):
+    """``encode_puts`` (``LSMStore.put_many``'s record, from two lists) is ``encode_batch`` of the same puts
+    without expiry, byte for byte, so replay and the format doc cover it."""
+    keys = [b"k%05d" % i for i in range(n)]
+    values = [os.urandom(i % 50) for i in range(n)]
+    assert W.encode_puts(9, keys, values) == W.encode_batch(9, [(k, v, 0.0) for k, v in zip(keys, values)])
+    assert W.decode_batch(W.encode_puts(9, keys, values)) == [(9 + i, k, v, 0.0)
+                                                               for i, (k, v) in enumerate(zip(keys, values))]
+
+
 def test_truncate_at_every_offset_of_last_record_drops_only_it(tmp_path):
     p = tmp_path / "1.log"
     offsets = _write_log(p, BATCHES)
