@@ -45,7 +45,6 @@ from __future__ import annotations
 import enum
 import struct
 from collections import OrderedDict
-from itertools import islice, repeat
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
@@ -385,13 +384,8 @@ class DotMinter:
 
 
     def mint_blind(self, keys: list[bytes]) -> list[Dot]:
-        """``[mint(key, None) for key in keys]`` (same dots, same state after) in one loop: a bulk blind write.
-        The usual batch (distinct keys this minter has not written lately, fewer than the LRU holds) takes C-level
-        passes instead: 273 -> ~110 us per 1,000 keys with the LRU full (``_mint_fresh``)."""
+        """``[mint(key, None) for key in keys]`` (same dots, same state after) in one loop: a bulk blind write."""
         lru, cap = self._lru, self.capacity
-        n = len(keys)
-        if 0 < n <= cap and not any(map(lru.__contains__, keys)) and len(set(keys)) == n:
-            return self._mint_fresh(keys)
         out = []
         append = out.append
         actor = self.actor
@@ -411,35 +405,6 @@ class DotMinter:
                     actor = self.actor
         self.counter = n
         return out
-
-    def _mint_fresh(self, keys: list[bytes]) -> list[Dot]:
-        """``mint_blind`` of at most ``capacity`` distinct keys, none of them in the LRU (so every eviction takes
-        an entry that was there before). Minting one by one, key j evicts the LRU's oldest entry once the LRU is full (the
-        e-th eviction follows key ``capacity - len(lru) + e``), and the first evicted entry of the current actor
-        starts a new generation for the keys after it; no later eviction can match again (the new actor is on no
-        old entry). So: find that entry among the ``excess`` oldest, mint two runs of dots, insert, evict."""
-        lru, cap = self._lru, self.capacity
-        n, size = len(keys), len(lru)
-        excess = size + n - cap
-        cur = self.actor
-        split = None
-        if excess > 0:
-            for e, (a, _) in enumerate(islice(lru.values(), excess)):
-                if a == cur:
-                    split = cap - size + e + 1          # keys from this index on (if any) get the next actor
-                    break
-        c = self.counter
-        if split is None:
-            dots = list(zip(repeat(cur, n), range(c + 1, c + 1 + n)))
-        else:
-            dots = list(zip(repeat(cur, split), range(c + 1, c + 1 + split)))
-            self.generation += 1
-            dots += zip(repeat(self.actor, n - split), range(c + 1 + split, c + 1 + n))
-        lru.update(zip(keys, dots))
-        for _ in range(excess):
-            lru.popitem(last=False)
-        self.counter = c + n
-        return dots
 
 
 def live(siblings: Iterable[Sibling], now: float) -> list[Sibling]:
