@@ -276,7 +276,14 @@ class ClientRouter:
             rounds.append(rnd)
             self._submit(rnd, sends, out, timeout)
         self._count_once(rounds, "gets")
-        self._drive(rounds, out, timeout, 3, "decided", speculate=self.config.speculative_retry)
+        bulk = rounds[0].fanout is not None
+        with self.mu:
+            delay = self.coord.speculative_delay()
+        t0 = time.monotonic()
+        self._drive(rounds, out, timeout, 3, "decided", speculate=delay if bulk else None)
+        if bulk:      # rounds are decided one after another: each took about its share of the wait
+            with self.mu:
+                self.coord.read_latency.add((time.monotonic() - t0) / len(rounds))
         self._finish(op, rounds)
         now = self.transport.now()
         result = ({}, {}) if values else {}

@@ -20,7 +20,8 @@ class StoreConfig:
     max_value_bytes: int = 10 * 1024
     request_timeout: float = 5.0          # seconds, per replica call
     bulk_read_fanout: str = "quorum"      # get_many asks R replicas per key ("quorum", Cassandra) or all N ("all")
-    speculative_retry: float = 0.05       # seconds before a bulk read still short of R also asks the other replicas
+    speculative_retry: float | str = "99p"  # when a bulk read still short of R also asks the spare replicas:
+                                            # "NNp" (that percentile of recent bulk reads) or fixed seconds
     gossip_interval: float = 0.5
     phi_threshold: float = 8.0
     hint_replay_interval: float = 1.0
@@ -57,8 +58,18 @@ class StoreConfig:
             raise InvalidArgument(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.bulk_read_fanout not in ("quorum", "all"):
             raise InvalidArgument(f"bulk_read_fanout must be 'quorum' or 'all', got {self.bulk_read_fanout!r}")
-        if not self.speculative_retry > 0:
-            raise InvalidArgument(f"speculative_retry must be > 0 seconds, got {self.speculative_retry!r}")
+        spec = self.speculative_retry
+        if isinstance(spec, str):
+            try:
+                pct = float(spec[:-1]) if spec.endswith("p") else None
+            except ValueError:
+                pct = None
+            if pct is None or not 0 < pct < 100:
+                raise InvalidArgument(f"speculative_retry must be a percentile like '99p' (0 < p < 100) or a positive "
+                                      f"number of seconds, got {spec!r}")
+        elif isinstance(spec, bool) or not isinstance(spec, (int, float)) or not spec > 0:
+            raise InvalidArgument(f"speculative_retry must be a percentile like '99p' or a positive number of "
+                                  f"seconds, got {spec!r}")
         if self.dc_replicas is not None:
             if any((not isinstance(v, int)) or v < 1 for v in self.dc_replicas.values()):
                 raise InvalidArgument(f"dc_replicas values must be integers >= 1, got {self.dc_replicas}")

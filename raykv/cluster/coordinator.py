@@ -37,6 +37,7 @@ from .membership import Membership
 from .quorum import Quorum, read_quorum, write_quorum
 from .ring import TOKEN_SPACE, key_token
 from .codec import BlindBatch, encode_siblings
+from .latency import LatencyWindow
 from .read_round import ReadRound, ReplySize
 from .rounds import WriteRound
 from .transport import Transport
@@ -44,6 +45,9 @@ from .vclock import DotMinter, Sibling, VClock, live, reconcile
 from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
+SPECULATE_FALLBACK = 0.05   # seconds, speculative_retry "NNp" before the window has enough bulk reads
+SPECULATE_MIN = 0.002       # ... and its bounds: never speculate sooner (a storm of spare reads) ...
+SPECULATE_MAX = 1.0         # ... nor later (a hung replica would cost this, not request_timeout)
 COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",
             "quorum_failures", "node_failures", "refreshes", "scan_pages", "speculative_reads")
 
@@ -108,6 +112,7 @@ class Coordinator:
         self._refreshing = False
         self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
         self.reply_size = ReplySize()       # bytes per key of read replies, to size read calls
+        self.read_latency = LatencyWindow()  # durations of recent bulk read rounds (speculative_retry "NNp")
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -227,6 +232,16 @@ class Coordinator:
                     self._rests += 1
         return rnd
 
+    def speculative_delay(self) -> float:
+        """Seconds a bulk read round waits before asking spare replicas (``config.speculative_retry``): fixed, or
+        the configured percentile of recent rounds (``read_latency``) within [``SPECULATE_MIN``,
+        ``SPECULATE_MAX``], ``SPECULATE_FALLBACK`` until enough rounds were seen."""
+        spec = self.config.speculative_retry
+        if not isinstance(spec, str):
+            return float(spec)
+        v = self.read_latency.percentile(float(spec[:-1]))
+        return SPECULATE_FALLBACK if v is None else min(SPECULATE_MAX, max(SPECULATE_MIN, v))
+
     def _round(self, cls, op: str, *what, q: Quorum):
         rnd = cls(op, *what, q, self.membership, self.config, self.transport.now(), self.counters, self._failed)
         rnd.max_payload = getattr(self.transport, "max_payload", None)
@@ -290,11 +305,14 @@ class Coordinator:
         rnd = self.plan_read(op, keys, r=r, consistency=consistency, values=values)
         timeout = timeout or self.config.request_timeout
         d = _Driver(self.transport, rnd, timeout)
+        t0 = self.transport.now()
         d.launch(rnd.start())
         if rnd.fanout is not None:
-            await d.until(lambda: rnd.decided, self.config.speculative_retry)
+            await d.until(lambda: rnd.decided, self.speculative_delay())
             d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 3 * timeout)
+        if rnd.fanout is not None:
+            self.read_latency.add(self.transport.now() - t0)
         rnd.finish()
         out = rnd.values(self.transport.now()) if values else rnd.result(self.transport.now(), raw)
         self.transport.spawn(self._read_repair(rnd, d, timeout))

@@ -192,6 +192,33 @@ def test_bulk_read_asks_r_replicas_and_speculates_past_a_silent_one(seed):
     sim.run_booted(body)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_bulk_read_speculates_after_the_99th_percentile_of_recent_reads(seed):
+    """With ``speculative_retry="99p"`` (the default) a bulk read asks the spares once it has waited the 99th
+    percentile of recent bulk reads: after fast reads, a replica that stops answering costs about that, well
+    under the 0.05 s used before enough reads were seen (and than a fixed 0.05 s)."""
+    from raykv.cluster.coordinator import SPECULATE_FALLBACK, SPECULATE_MIN
+    sim = Simulation(seed=seed, config=NO_AE)
+    c = sim.coordinator("c0")
+    keys = [b"key%d" % i for i in range(60)]
+
+    async def body():
+        await c.put_many([(k, b"v" + k) for k in keys], w=3)
+        assert c.speculative_delay() == SPECULATE_FALLBACK
+        for _ in range(40):
+            await c.get_many(keys)
+        delay = c.speculative_delay()
+        assert SPECULATE_MIN <= delay < SPECULATE_FALLBACK / 2, delay
+        sim.isolate(sim._ring().preference_list(keys[0], 3)[0])
+        before, t0 = c.counters["speculative_reads"], sim.now()
+        got = await c.get_many(keys)
+        took = sim.now() - t0
+        assert {k: values(v) for k, v in got.items()} == {k: [b"v" + k] for k in keys}
+        assert c.counters["speculative_reads"] == before + 1
+        assert delay <= took < SPECULATE_FALLBACK, (delay, took)
+    sim.run_booted(body)
+
+
 def test_scan_pages_return_every_live_key_once():
     sim = Simulation(seed=8, config=NO_AE)
     c = sim.coordinator("c0")
