@@ -27,12 +27,14 @@ def test_bench_engine_prints_every_workload(tmp_path, capsys):
     rows = _rows(out)
     expected = [("2,000", "never", w, "1") for w in NEVER_WORKLOADS] + [
         ("50", "batch", "fillrandom-sync", "8"), ("50", "always", "fillrandom-sync", "1"),
-        ("50", "always", "fillrandom-sync", "8")]
+        ("50", "always", "fillrandom-sync", "8"), ("50", "periodic", "fillrandom-sync", "1"),
+        ("50", "periodic", "fillrandom-sync", "8")]
     for key in expected:
         assert key in rows, f"missing row {key} in:\n{out}"
         assert rows[key] > 0
     assert "| entries | fsync | workload | threads | raykv ops/s |" in out
     assert "raykv batch x8 / always x1" in out          # the group-commit target line
+    assert "raykv periodic x8 / batch x8" in out        # what the store's default fsync policy buys
     assert out_file.read_text().strip() == out.strip()  # --out writes the same report
 
 

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 
-from .adapters import ADAPTERS, MiB, Options, available_engines
+from .adapters import ADAPTERS, POLICIES, MiB, Options, available_engines
 from .report import render
 from .rss import measure_rss, rss_child
 from .workloads import KEY_SIZE, VALUE_SIZE, Config, Result, _log, make_values, run_never, run_sync
@@ -27,10 +27,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num", type=int, default=100_000, help="entries per run (default 100000)")
     p.add_argument("--full", action="store_true", help="run 100k and 1M entries")
-    p.add_argument("--sync-num", type=int, default=10_000, help="entries for the batch/always fsync runs")
+    p.add_argument("--sync-num", type=int, default=10_000, help="entries for the batch/always/periodic fsync runs")
     p.add_argument("--threads", type=int, default=8, help="writer threads for the batch (and always) runs")
     p.add_argument("--engines", default="raykv,leveldb,rocksdb", help="comma list of raykv,leveldb,rocksdb")
-    p.add_argument("--policies", default="never,batch,always", help="fsync policies to run")
+    p.add_argument("--policies", default=",".join(POLICIES), help="fsync policies to run")
     p.add_argument("--memtable-bytes", type=int, default=4 * MiB)
     p.add_argument("--cache-bytes", type=int, default=8 * MiB)
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                  engines=available_engines([e.strip() for e in a.engines.split(",") if e.strip()]),
                  policies=[x.strip() for x in a.policies.split(",") if x.strip()],
                  opts=Options(a.memtable_bytes, a.cache_bytes), seed=a.seed, quiet=a.quiet, rss=not a.no_rss)
-    bad = [e for e in cfg.engines if e not in ADAPTERS] + [x for x in cfg.policies if x not in ("never", "batch", "always")]
+    bad = [e for e in cfg.engines if e not in ADAPTERS] + [x for x in cfg.policies if x not in POLICIES]
     if bad:
         print(f"unknown engine or policy: {bad}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 Contract: ``run_never(cfg, num, values)`` runs the fsync ``never`` sequence on
 every engine in ``cfg.engines`` and ``run_sync(cfg, values)`` the fsync
-``batch`` / ``always`` runs; both return ``Result`` rows (and log each to
+``batch`` / ``always`` / ``periodic`` runs; both return ``Result`` rows (and log each to
 stderr unless ``cfg.quiet``). Stores live in fresh directories under ``cfg.root``.
 
 Workloads follow LevelDB's ``db_bench`` (leveldb/benchmarks/db_bench.cc):
@@ -19,7 +19,7 @@ readrandom-reopen      close, drop the files from the OS page cache
 readmissing            ``reads`` gets of keys that were never written
 scan                   one forward scan over every key (ops = entries)
 fill-sync (threads=T)  fresh store, ``sync_num`` puts from T threads under the
-                       fsync policy ``batch`` or ``always``
+                       fsync policy ``batch``, ``always`` or ``periodic``
 =====================  =====================================================
 """
 
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .adapters import ADAPTERS, MiB, Options
+from .adapters import ADAPTERS, POLICIES, MiB, Options
 
 KEY_SIZE = 16
 VALUE_SIZE = 100
@@ -189,7 +189,7 @@ class Config:
     sync_num: int = 10000
     threads: int = 8
     engines: list[str] = field(default_factory=lambda: ["raykv", "leveldb", "rocksdb"])
-    policies: list[str] = field(default_factory=lambda: ["never", "batch", "always"])
+    policies: list[str] = field(default_factory=lambda: list(POLICIES))
     opts: Options = field(default_factory=Options)
     root: str = ""
     seed: int = 301
@@ -281,8 +281,9 @@ def run_sync(cfg: Config, values: list[bytes], rounds: int = 3) -> list[Result]:
     ``rounds`` interleaved rounds, the median kept (fsync latency on a shared disk swings a lot)."""
     res: list[Result] = []
     plan = [("batch", cfg.threads)] if "batch" in cfg.policies else []
-    if "always" in cfg.policies:
-        plan += [("always", t) for t in sorted({1, cfg.threads})]
+    for policy in ("always", "periodic"):
+        if policy in cfg.policies:
+            plan += [(policy, t) for t in sorted({1, cfg.threads})]
     keys = [make_key(i) for i in range(cfg.sync_num)]
     random.Random(cfg.seed).shuffle(keys)
     samples: dict[tuple[str, int, str], list[Timer]] = {}
