@@ -255,23 +255,27 @@ class ReadRound(_Round):
         """The reconciled siblings of every key from the replies so far (live ones only unless ``raw``);
         identical replies are decoded once."""
         per = self._answers(self._mixed)
-        first, sibs = self._first, self._sibs
         out = {}
         for i, key in enumerate(self.keys):
-            if i in per:
-                merged = merge_encoded(per[i].values())
-            else:
-                merged = sibs[i]
-                if merged is None:             # no answer yet, or malformed bytes (decode raises ValueError)
-                    b = first[i]
-                    merged = decode_siblings(b) if b is not _MISSING and b else []
-                if len(merged) == 1:           # the usual key: one version; live unless a tombstone or expiring
-                    s0 = merged[0]
-                    if raw or (s0.value is not None and s0.expires_at is None):
-                        out[key] = merged
-                        continue
+            merged = self._siblings_of(i, per)
+            if len(merged) == 1 and i not in per:   # the usual key: one version; live unless a tombstone or expiring
+                s0 = merged[0]
+                if raw or (s0.value is not None and s0.expires_at is None):
+                    out[key] = merged
+                    continue
             out[key] = merged if raw else live(merged, now)
         return out
+
+    def _siblings_of(self, i: int, per: dict[int, dict]) -> list[Sibling]:
+        """Key ``i``'s siblings from the replies so far: the merge of its differing answers (``per``, from
+        ``_answers``), else its first answer decoded (at most once); [] before any answer."""
+        if i in per:
+            return merge_encoded(per[i].values())
+        merged = self._sibs[i]
+        if merged is None:                 # no answer yet, or malformed bytes (decode raises ValueError)
+            b = self._first[i]
+            merged = decode_siblings(b) if b is not _MISSING and b else []
+        return merged
 
     def values(self, now: float) -> tuple[dict[bytes, bytes], dict[bytes, list[Sibling]]]:
         """What a ``get_many`` returns, without a ``Sibling`` per key where it can (``want_values``):
@@ -281,7 +285,6 @@ class ReadRound(_Round):
         if fast is None:
             raise RuntimeError("values() needs want_values() before start()")
         per = self._answers(self._mixed)
-        first, sibs = self._first, self._sibs
         vals: dict[bytes, bytes] = {}
         conflicts: dict[bytes, list[Sibling]] = {}
         for i, key in enumerate(self.keys):
@@ -289,14 +292,7 @@ class ReadRound(_Round):
             if v is not None and i not in per:
                 vals[key] = v
                 continue
-            if i in per:
-                merged = merge_encoded(per[i].values())
-            else:
-                merged = sibs[i]
-                if merged is None:             # no answer yet, or malformed bytes (decode raises ValueError)
-                    b = first[i]
-                    merged = decode_siblings(b) if b is not _MISSING and b else []
-            merged = live(merged, now)
+            merged = live(self._siblings_of(i, per), now)
             if len(merged) == 1:
                 vals[key] = merged[0].value
             elif merged:
