@@ -9,6 +9,8 @@ layout. Cost: one pass with precompiled ``struct`` formats; the blind-write path
 from __future__ import annotations
 
 import struct
+from array import array
+from itertools import repeat
 
 from .vclock import Sibling, VClock
 
@@ -77,6 +79,18 @@ def encode_blind_many(dots: list[tuple[str, int]], values: list[bytes | None], t
     return out
 
 
+def encode_blind_one_actor(actor: str, counters: list[int], values: list[bytes | None], timestamp: float,
+                           expires_at: float | None = None) -> list[bytes]:
+    """``encode_blind_many(list(zip(repeat(actor), counters)), ...)``, the same bytes: one ``struct`` that packs
+    the actor part with each sibling's head, in a list comprehension when no value is a delete."""
+    if expires_at is not None or None in values:
+        return encode_blind_many(list(zip(repeat(actor), counters)), values, timestamp, expires_at)
+    ab = actor.encode()
+    pre = _ONE_ACTOR_HEAD + _U16.pack(len(ab)) + ab + _ONE_SIB
+    pack = struct.Struct(f">{len(pre)}sHQdBHI").pack
+    return [pack(pre, 0, n, timestamp, 0, 0, len(v)) + v for n, v in zip(counters, values)]
+
+
 BLIND_ITEM_OVERHEAD = 24   # wire bytes of a ``put_blind`` item besides its key and value (pickle framing, dot,
                            # digest: ~22 measured)
 
@@ -85,19 +99,24 @@ class BlindBatch:
     """A bulk blind write's new versions as columns, with each key's ``encode_siblings`` bytes built on demand.
 
     What ``put_many`` sends a replica (RPC ``put_blind``): ``wire(keys, idx)`` is ``(timestamp, expires_at,
-    keys, dots, values)``, and the node rebuilds the very bytes with ``encode_blind_many``. Measured with 100-byte
+    keys, dots, values)``, and the node rebuilds the very bytes with ``encode_blind_many``. When every dot has
+    one actor (``actor``, the usual batch: ``Coordinator.plan_blind`` knows), the dots go as that actor and their
+    counters packed in one bytes object (``(timestamp, expires_at, keys, actor, counters, values)``): no tuple
+    per key to pickle on either side (the payload of a 600-key share pickles in ~40% fewer objects). Measured with 100-byte
     distinct values: about 130 bytes a key on the wire against 167 for ``(key, encoded)`` pairs (the actor id
     and the sibling header are not repeated per key; pickle sends a dot's actor string once), so a node's
     share of a 1,000-key request fits one Ray call under the inline limit instead of two. ``batch[i]`` (a
     hinted copy, the rare path) encodes one key and keeps it. Cost: O(1) to build; O(len(idx)) per ``wire``."""
 
-    __slots__ = ("dots", "values", "timestamp", "expires_at", "_blobs")
+    __slots__ = ("dots", "values", "timestamp", "expires_at", "actor", "_blobs")
 
     def __init__(self, dots: list[tuple[str, int]], values: list[bytes | None], timestamp: float,
-                 expires_at: float | None = None) -> None:
+                 expires_at: float | None = None, actor: str | None = None) -> None:
+        """``actor``: the one actor of every dot, when the caller knows it (else None: dots go as tuples)."""
         if len(dots) != len(values):
             raise ValueError(f"{len(dots)} dots for {len(values)} values")
         self.dots, self.values, self.timestamp, self.expires_at = dots, values, timestamp, expires_at
+        self.actor = actor
         self._blobs: dict[int, bytes] = {}
 
     def __len__(self) -> int:
@@ -120,28 +139,67 @@ class BlindBatch:
     def wire_size(wire: tuple) -> int:
         """Bytes of a ``wire`` payload once pickled, an upper estimate: ``size`` summed, in C-level passes (the
         8-byte digests fit in ``BLIND_ITEM_OVERHEAD``: measured ~22 bytes a key with them)."""
-        keys, values = wire[2], wire[4]
+        keys, values = wire[2], wire[5 if type(wire[3]) is str else 4]
         return sum(map(len, keys)) + sum(map(len, filter(None, values))) + BLIND_ITEM_OVERHEAD * len(keys)
 
     def wire(self, keys: list[bytes], idx: list[int], digests: list[bytes] | None = None) -> tuple:
-        """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``, plus the
-        keys' 8-byte digests joined when ``digests`` (``ring.key_digests``) is given: the node then does not
-        hash them again (``lsm_backend.data_keys``)."""
+        """The ``put_blind`` payload of items ``idx``: ``(timestamp, expires_at, keys, dots, values)``, the dots as
+        ``actor, counters`` (six fields) when there is one actor, then the keys' 8-byte digests joined when
+        ``digests`` (``ring.key_digests``) is given: the node then does not hash them again
+        (``lsm_backend.data_keys``)."""
         dots, values = self.dots, self.values
-        wire = (self.timestamp, self.expires_at, [keys[i] for i in idx], [dots[i] for i in idx],
-                [values[i] for i in idx])
+        if self.actor is None:
+            wire = (self.timestamp, self.expires_at, [keys[i] for i in idx], [dots[i] for i in idx],
+                    [values[i] for i in idx])
+        else:
+            wire = (self.timestamp, self.expires_at, [keys[i] for i in idx], self.actor,
+                    array("Q", [dots[i][1] for i in idx]).tobytes(), [values[i] for i in idx])
         return wire if digests is None else wire + (b"".join([digests[i] for i in idx]),)
+
+
+def split_blind_wire(payload) -> tuple[list[bytes], list[tuple[str, int]] | tuple[str, list[int]], list,
+                                           float, float | None, bytes | None]:
+    """A ``put_blind`` payload (``BlindBatch.wire``, any of its four shapes) as (keys, dots, values, timestamp,
+    expires_at, digests or None); ``dots`` is a list of (actor, counter) or one ``(actor, counters)`` pair.
+    ``ValueError`` on a malformed payload."""
+    if type(payload) is not tuple or not 5 <= len(payload) <= 7:
+        raise ValueError("put_blind payload must be (timestamp, expires_at, keys, dots, values[, digests]) or "
+                         "(timestamp, expires_at, keys, actor, counters, values[, digests])")
+    one_actor = type(payload[3]) is str
+    if one_actor:
+        if len(payload) == 5:
+            raise ValueError("put_blind payload with one actor needs its counters and values")
+        timestamp, expires_at, keys, actor, packed, values = payload[:6]
+        digests = payload[6] if len(payload) == 7 else None
+        if type(packed) is not bytes or len(packed) % 8:
+            raise ValueError("put_blind counters must be bytes of 8-byte integers")
+        dots = (actor, array("Q", packed).tolist())
+        n_dots = len(dots[1])
+    else:
+        if len(payload) == 7:
+            raise ValueError("put_blind payload with dot tuples has at most six fields")
+        timestamp, expires_at, keys, dots, values = payload[:5]
+        digests = payload[5] if len(payload) == 6 else None
+        n_dots = len(dots)
+    if not (len(keys) == n_dots == len(values)):
+        raise ValueError(f"put_blind payload has {len(keys)} keys, {n_dots} dots and {len(values)} values")
+    return keys, dots, values, timestamp, expires_at, digests
+
+
+def blind_wire_digests(payload) -> bytes | None:
+    """The keys' digests a ``put_blind`` payload carries (its last field), or None."""
+    if type(payload) is tuple and len(payload) == (7 if len(payload) > 3 and type(payload[3]) is str else 6):
+        return payload[-1]
+    return None
 
 
 def decode_blind_wire(payload) -> list[tuple[bytes, bytes]]:
     """A ``put_blind`` payload (``BlindBatch.wire``) back to ``(key, encoded siblings)`` items, byte for byte
     what ``encode_siblings`` gives. ``ValueError`` on a malformed payload."""
-    try:
-        timestamp, expires_at, keys, dots, values = payload[:5] if len(payload) == 6 else payload
-    except (TypeError, ValueError):
-        raise ValueError("put_blind payload must be (timestamp, expires_at, keys, dots, values[, digests])") from None
-    if not (len(keys) == len(dots) == len(values)):
-        raise ValueError(f"put_blind payload has {len(keys)} keys, {len(dots)} dots and {len(values)} values")
+    keys, dots, values, timestamp, expires_at, _digests = split_blind_wire(payload)
+    if type(dots) is tuple:
+        actor, counters = dots
+        return list(zip(keys, encode_blind_one_actor(actor, counters, values, timestamp, expires_at)))
     return list(zip(keys, encode_blind_many(dots, values, timestamp, expires_at)))
 
 

@@ -209,10 +209,13 @@ class Coordinator:
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         now = self.transport.now()
         keys = [k for k, _ in items]
+        generation = self.minter.generation
         dots = self.minter.mint_blind(keys)
         if dots:
             self.last_dot = dots[-1]
-        blobs = BlindBatch(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None)
+        # no new generation during the batch: every dot has the actor it started with (BlindBatch's short wire)
+        one = dots[0][0] if dots and self.minter.generation == generation else None
+        blobs = BlindBatch(dots, [v for _, v in items], now, (now + ttl) if ttl is not None else None, actor=one)
         return self._round(WriteRound, "put_many", keys, blobs, q=q), dots, now
 
     def plan_read(self, op: str, keys: list[bytes], *, r: int | None = None,

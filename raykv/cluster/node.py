@@ -47,7 +47,7 @@ from .hints import hint_batch, pending_targets, retire_delivered, store_hint
 from .membership import Membership
 from .ring import NodeInfo, key_token
 from .transport import Transport
-from .codec import decode_blind_wire, decode_siblings, encode_siblings
+from .codec import blind_wire_digests, decode_blind_wire, decode_siblings, encode_siblings
 from .vclock import sync
 from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
@@ -283,7 +283,7 @@ class StorageNode:
         return self._put_blind(payload)
 
     def _put_blind(self, payload: tuple) -> list:
-        digests = payload[5] if isinstance(payload, tuple) and len(payload) == 6 else None
+        digests = blind_wire_digests(payload)
         if digests is None:
             return self._put_encoded(decode_blind_wire(payload))
         # every item is a plain (key, bytes): the digests stay aligned with what ``apply`` gets

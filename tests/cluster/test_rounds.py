@@ -171,6 +171,7 @@ def test_put_many_one_send_per_node_each_key_n_times():
     for send in sends:
         node, method = send[:2]
         assert method == "put_blind"                               # columns, encoded by each replica
+        assert send[2][3] == c.minter.actor                        # one actor: dots as (actor, packed counters)
         for entry in items_of(send):
             key, blob = entry                                      # no hints: everyone is up
             assert blob == blobs[key] and node in pref(c, key)
@@ -182,6 +183,12 @@ def test_put_many_one_send_per_node_each_key_n_times():
     assert rnd.decided and rnd.complete
     rnd.finish()
     assert c.counters["keys_written"] == 50
+    # a key this coordinator wrote before gets a fresh actor mid-batch: two actors, the dots go as tuples
+    rnd, _ = c.plan_put_many([(b"new-1", b"x"), (b"key-3", b"y"), (b"new-2", b"z")])
+    wires = [s[2] for s in rnd.start()]
+    assert all(type(w[3]) is list for w in wires)
+    assert {decode_siblings(blob)[0].dot[0] for w in wires for _k, blob in decode_blind_wire(w)} == \
+        {c.minter.base, c.minter.actor}
 
 
 def test_put_many_down_node_share_goes_to_hinted_fallbacks_and_a_failed_share_is_rerouted():

@@ -264,7 +264,7 @@ def test_blind_batch_wire_rebuilds_the_same_bytes(entries, ts, expires, data):
     """``codec.BlindBatch``: what a bulk write keeps (columns) and sends a replica (``wire``, any subset of
     its items, through pickle) decodes on the node (``decode_blind_wire``) to exactly ``encode_siblings`` of
     each blind sibling; ``batch[i]`` (a hinted copy) is the same bytes."""
-    from raykv.cluster.codec import BlindBatch, decode_blind_wire
+    from raykv.cluster.codec import BlindBatch, blind_wire_digests, decode_blind_wire
     dots = [(a, n) for a, n, _v in entries]
     values = [v for _a, _n, v in entries]
     keys = [b"k%d" % i for i in range(len(entries))]
@@ -274,6 +274,18 @@ def test_blind_batch_wire_rebuilds_the_same_bytes(entries, ts, expires, data):
     idx = data.draw(st.lists(st.sampled_from(range(len(keys))), unique=True) if keys else st.just([]))
     wire = pickle.loads(pickle.dumps(batch.wire(keys, idx), protocol=5))
     assert decode_blind_wire(wire) == [(keys[i], want[i]) for i in idx]
+    # one actor for every dot (the usual batch): the dots go as (actor, packed counters), same bytes decoded
+    one = [("coord-1", n) for _a, n, _v in entries]
+    batch = BlindBatch(one, values, ts, expires, actor="coord-1")
+    want = [encode_siblings([Sibling(d, VClock(), v, ts, expires)]) for d, v in zip(one, values)]
+    digests = [bytes([i]) * 8 for i in range(len(keys))]
+    for dg in (None, digests):
+        wire = pickle.loads(pickle.dumps(batch.wire(keys, idx, dg), protocol=5))
+        assert type(wire[3]) is str and len(wire) == (6 if dg is None else 7)
+        assert decode_blind_wire(wire) == [(keys[i], want[i]) for i in idx]
+        assert blind_wire_digests(wire) == (None if dg is None else b"".join(digests[i] for i in idx))
+    assert blind_wire_digests(BlindBatch(one, values, ts, expires).wire(keys, idx, digests)) == \
+        b"".join(digests[i] for i in idx)
 
 
 def test_blind_wire_rejects_a_malformed_payload():
@@ -284,6 +296,23 @@ def test_blind_wire_rejects_a_malformed_payload():
         decode_blind_wire([(b"k", b"blob")])                     # a put_encoded payload sent as put_blind
     with pytest.raises(ValueError, match="2 keys, 1 dots"):
         decode_blind_wire((0.0, None, [b"a", b"b"], [("a", 1)], [b"x"]))
+    with pytest.raises(ValueError, match="2 keys, 1 dots"):
+        decode_blind_wire((0.0, None, [b"a", b"b"], "a", bytes(8), [b"x", b"y"]))
+    with pytest.raises(ValueError, match="8-byte"):
+        decode_blind_wire((0.0, None, [b"a"], "a", bytes(7), [b"x"]))
+    with pytest.raises(ValueError, match="counters and values"):
+        decode_blind_wire((0.0, None, [b"a"], "a", bytes(8)))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 2**63), max_size=8), st.data(), st.floats(0, 1e9), st.none() | st.floats(0, 1e9))
+def test_one_actor_encoding_is_byte_identical(counters, data, ts, expires):
+    """``encode_blind_one_actor`` (the node's path for a one-actor ``put_blind``) is ``encode_blind_many`` of the
+    same dots, live values and deletes, with and without expiry."""
+    from raykv.cluster.codec import encode_blind_many, encode_blind_one_actor
+    values = data.draw(st.lists(st.none() | st.binary(max_size=30), min_size=len(counters), max_size=len(counters)))
+    assert encode_blind_one_actor("coord-7", counters, values, ts, expires) == \
+        encode_blind_many([("coord-7", n) for n in counters], values, ts, expires)
 
 
 @settings(max_examples=500)
