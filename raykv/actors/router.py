@@ -245,21 +245,20 @@ class ClientRouter:
             self.metrics.observe("get", time.perf_counter() - t0)
 
     def get_many(self, keys: list, *, r=None, consistency=None) -> dict:
-        t0 = time.perf_counter()
-        try:
-            with gc_paused(len(keys)):
-                got = self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None)
-                return {k: v for k, v in got.items() if v}
-        finally:
-            self.metrics.observe("get_many", time.perf_counter() - t0)
+        """{key: live siblings} of the keys that have some (the coalescer's batched single-key gets)."""
+        got = self._bulk_read(keys, r, consistency, False)
+        return {k: v for k, v in got.items() if v}
 
     def get_values(self, keys: list, *, r=None, consistency=None) -> tuple[dict, dict]:
         """``get_many`` as ({key: value} of keys with one live version, {key: live siblings} of keys with several)
         (``ReadRound.values``): what ``KV.get_many`` uses, no ``Sibling`` built for the usual key."""
+        return self._bulk_read(keys, r, consistency, True)
+
+    def _bulk_read(self, keys: list, r, consistency, values: bool):
         t0 = time.perf_counter()
         try:
             with gc_paused(len(keys)):
-                return self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None, values=True)
+                return self._read("get_many", list(dict.fromkeys(keys)), r, consistency, None, values=values)
         finally:
             self.metrics.observe("get_many", time.perf_counter() - t0)
 

@@ -122,8 +122,7 @@ class LSMBackend(VersionedBackend):
     def merge_many_encoded_deferred(self, items, merge, digests: bytes | None = None) -> tuple[int, object]:
         """``merge_many_encoded`` without the fsync wait: (keys written, engine ticket for ``wait_durable``).
         Same cost, minus the wait; ``digests`` of the items' keys: see ``data_keys``."""
-        dkeys = data_keys([item[0] for item in items], digests) if digests is not None else \
-            [data_key(item[0]) for item in items]
+        dkeys = data_keys([item[0] for item in items], digests)
         stored = self.db.get_many(dkeys)
         if not any(stored) and len(set(dkeys)) == len(dkeys):
             # nothing held, no key repeated (a batch of blind writes): merge(None, blob) per item and one
