@@ -47,7 +47,7 @@ from .hints import hint_batch, pending_targets, retire_delivered, store_hint
 from .membership import Membership
 from .ring import NodeInfo, key_token
 from .transport import Transport
-from .codec import blind_wire_digests, decode_blind_wire, decode_siblings, encode_siblings
+from .codec import decode_siblings, encode_siblings, read_blind_wire
 from .vclock import sync
 from ..errors import InvalidArgument, NodeUnavailable, Overloaded, RayKVError
 
@@ -278,17 +278,14 @@ class StorageNode:
 
     async def rpc_put_blind(self, payload: tuple) -> list:
         """``put_encoded`` of a bulk blind write sent as columns (``codec.BlindBatch.wire``): the node encodes
-        each key's sibling itself (``codec.decode_blind_wire``, the same bytes), per-item bool. ~20% fewer
+        each key's sibling itself (``codec.read_blind_wire``, the same bytes), per-item bool. ~20% fewer
         bytes on the wire than ``(key, encoded)`` pairs, for about 0.2 us more per key here."""
         return self._put_blind(payload)
 
     def _put_blind(self, payload: tuple) -> list:
-        digests = blind_wire_digests(payload)
-        if digests is None:
-            return self._put_encoded(decode_blind_wire(payload))
+        items, digests = read_blind_wire(payload)
         # every item is a plain (key, bytes): the digests stay aligned with what ``apply`` gets
-        return self._accept_writes(decode_blind_wire(payload), decode_siblings,
-                                   lambda items: self.apply_local_encoded(items, digests))
+        return self._accept_writes(items, decode_siblings, lambda items: self.apply_local_encoded(items, digests))
 
     def _accept_writes(self, items: list, as_siblings, apply, client: bool = True) -> list:
         """The write intake both put RPCs share: an item naming another node as hint target is kept as a

@@ -264,7 +264,7 @@ def test_blind_batch_wire_rebuilds_the_same_bytes(entries, ts, expires, data):
     """``codec.BlindBatch``: what a bulk write keeps (columns) and sends a replica (``wire``, any subset of
     its items, through pickle) decodes on the node (``decode_blind_wire``) to exactly ``encode_siblings`` of
     each blind sibling; ``batch[i]`` (a hinted copy) is the same bytes."""
-    from raykv.cluster.codec import BlindBatch, blind_wire_digests, decode_blind_wire
+    from raykv.cluster.codec import BlindBatch, decode_blind_wire, read_blind_wire
     dots = [(a, n) for a, n, _v in entries]
     values = [v for _a, _n, v in entries]
     keys = [b"k%d" % i for i in range(len(entries))]
@@ -283,8 +283,8 @@ def test_blind_batch_wire_rebuilds_the_same_bytes(entries, ts, expires, data):
         wire = pickle.loads(pickle.dumps(batch.wire(keys, idx, dg), protocol=5))
         assert type(wire[3]) is str and len(wire) == (6 if dg is None else 7)
         assert decode_blind_wire(wire) == [(keys[i], want[i]) for i in idx]
-        assert blind_wire_digests(wire) == (None if dg is None else b"".join(digests[i] for i in idx))
-    assert blind_wire_digests(BlindBatch(one, values, ts, expires).wire(keys, idx, digests)) == \
+        assert read_blind_wire(wire)[1] == (None if dg is None else b"".join(digests[i] for i in idx))
+    assert read_blind_wire(BlindBatch(one, values, ts, expires).wire(keys, idx, digests))[1] == \
         b"".join(digests[i] for i in idx)
 
 
