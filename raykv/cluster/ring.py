@@ -83,7 +83,7 @@ class Ring:
     """Immutable token ring. Build once per membership change (O(T log T), T = total tokens); lookups are
     O(log T) bisect plus a cached preference list per (segment, n, dc placement)."""
 
-    _CACHE_LIMIT = 1 << 18
+    _TABLE_LIMIT = 64      # distinct (n, placement) tables kept; more (never seen in practice) start afresh
 
     def __init__(self, nodes: Iterable[NodeInfo] = (), tokens_per_node: int = 256) -> None:
         if tokens_per_node < 1:
@@ -100,9 +100,8 @@ class Ring:
                        for t in _node_tokens(nid, self.token_count(info)))
         self._tokens: list[int] = [t for t, _ in pairs]
         self._owners: list[str] = [nid for _, nid in pairs]
-        self._pl_cache: dict[tuple, tuple[str, ...]] = {}
         self._token_array: np.ndarray | None = None                  # built on the first bulk lookup
-        self._pl_tables: dict[tuple, list] = {}                        # (n, dc key) -> tuple per segment
+        self._pl_tables: dict[tuple, list] = {}     # (n, dc key) -> each segment's preference tuple, filled on use
 
     # ------------------------------------------------------------ membership
 
@@ -171,9 +170,18 @@ class Ring:
             return iter(())
         return self._walk_from(self.segment(token))
 
+    def _table(self, n: int, dc_key: tuple | None) -> list:
+        """The per-segment cache of preference tuples for ``n`` replicas and this placement (None: not yet)."""
+        table = self._pl_tables.get((n, dc_key))
+        if table is None:
+            if len(self._pl_tables) >= self._TABLE_LIMIT:
+                self._pl_tables.clear()
+            table = self._pl_tables[(n, dc_key)] = [None] * len(self._tokens)
+        return table
+
     def _select(self, idx: int, n: int, dc_key: tuple | None) -> tuple[str, ...]:
-        key = (idx, n, dc_key)
-        hit = self._pl_cache.get(key)
+        table = self._table(n, dc_key)
+        hit = table[idx]
         if hit is not None:
             return hit
         nodes = self.nodes
@@ -211,10 +219,7 @@ class Ring:
                     continue
                 quota[dc] -= 1
             chosen.append(nid)
-        out = tuple(chosen)
-        if len(self._pl_cache) >= self._CACHE_LIMIT:
-            self._pl_cache.clear()
-        self._pl_cache[key] = out
+        out = table[idx] = tuple(chosen)
         return out
 
     def preference_list(self, key: bytes, n: int, dc_replicas: dict[str, int] | None = None) -> list[str]:
@@ -248,14 +253,14 @@ class Ring:
             digests = key_digests(keys)
         if len(keys) >= VECTOR_MIN:
             return self._preference_tuples_vector(digests, n, dk)
-        last, cache, select = len(tokens), self._pl_cache, self._select
+        last, table, select = len(tokens), self._table(n, dk), self._select
         from_bytes = int.from_bytes
         out = []
         for d in digests:
             idx = bisect_left(tokens, from_bytes(d, "big"))
             if idx == last:
                 idx = 0
-            p = cache.get((idx, n, dk))
+            p = table[idx]
             out.append(p if p is not None else select(idx, n, dk))
         return out
 
@@ -268,20 +273,13 @@ class Ring:
             tokens = self._token_array = np.array(self._tokens, dtype=np.uint64)
         seg = np.searchsorted(tokens, np.frombuffer(b"".join(digests), dtype=">u8"))
         seg[seg == len(tokens)] = 0
-        table = self._pl_tables.get((n, dk))
-        if table is None:
-            table = self._pl_tables[(n, dk)] = [None] * len(tokens)
         segs = seg.tolist()
-        out = list(map(table.__getitem__, segs))
+        out = list(map(self._table(n, dk).__getitem__, segs))
         if None in out:
             select = self._select
             for i, p in enumerate(out):
                 if p is None:
-                    idx = segs[i]
-                    p = table[idx]
-                    if p is None:
-                        p = table[idx] = select(idx, n, dk)
-                    out[i] = p
+                    out[i] = select(segs[i], n, dk)     # fills the table: later keys of that segment hit
         return out
 
     def preference_list_for_token(self, token: int, n: int, dc_replicas: dict[str, int] | None = None) -> list[str]:
