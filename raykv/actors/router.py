@@ -276,10 +276,12 @@ class ClientRouter:
             self._submit(rnd, sends, out, timeout)
         self._count_once(rounds, "gets")
         bulk = rounds[0].fanout is not None
-        with self.mu:
-            delay = self.coord.speculative_delay()
+        delay = None
+        if bulk:                      # only bulk rounds have spares to speculate with
+            with self.mu:
+                delay = self.coord.speculative_delay()
         t0 = time.monotonic()
-        self._drive(rounds, out, timeout, 3, "decided", speculate=delay if bulk else None)
+        self._drive(rounds, out, timeout, 3, "decided", speculate=delay)
         if bulk:      # rounds are decided one after another: each took about its share of the wait
             with self.mu:
                 self.coord.read_latency.add((time.monotonic() - t0) / len(rounds))

@@ -1,8 +1,8 @@
 """ReadRound: one read request's fan-out as plain callbacks (see ``rounds`` for what rounds are and who drives
 them).
 
-Reads send ONE ``get_hashed`` per node (``get_encoded`` with the keys' digests); replies stay encoded until the quorum is met, identical replies are
-decoded once, and ``repair_plan()`` names the stale replicas once every replica answered (read repair). A bulk
+Reads send ONE ``get_hashed`` per node (``get_encoded`` with the keys' digests); replies stay encoded until the
+quorum is met, identical replies are decoded once, and ``repair_plan()`` names the stale replicas once every replica answered (read repair). A bulk
 read in count mode asks R replicas per key and keeps the others as spares (the class docstring).
 """
 
@@ -20,6 +20,7 @@ from .vclock import Sibling, live, reconcile
 
 READ_CHUNK_BYTES = 200     # bytes per key of a read reply assumed until some replies were seen (``ReplySize``)
 REPLY_KEY_MIN = 32         # ... and never less than this (pickle framing and the stored header of a value)
+READ_ATTEMPTS = 3          # a node whose read failed is asked again (reads are idempotent) up to this many times
 
 
 class ReplySize:
@@ -42,7 +43,6 @@ class ReplySize:
     def keys_per_call(self, max_payload: int) -> int:
         """Keys one read call may ask for, its reply estimated under ``max_payload`` bytes."""
         return max(1, int(max_payload // max(REPLY_KEY_MIN, self.per_key)))
-READ_ATTEMPTS = 3        # a node whose read failed is asked again (reads are idempotent) up to this many times
 
 
 def merge_encoded(blobs) -> list[Sibling]:
@@ -140,7 +140,7 @@ class ReadRound(_Round):
         return groups
 
     def _asks(self, groups: dict[str, tuple[list, list]], attempt: int) -> list[Send]:
-        """One ``get_encoded`` per node of ``groups``, split under ``max_payload``."""
+        """One ``get_hashed`` per node of ``groups``, split so each reply fits ``max_payload`` (``ReplySize``)."""
         step = self.reply_size.keys_per_call(self.max_payload) if self.max_payload else None
         return [self._ask(node, idx[lo:lo + step] if step else idx, slots[lo:lo + step] if step else slots, attempt)
                 for node, (idx, slots) in groups.items() for lo in range(0, len(idx), step or len(idx))]
