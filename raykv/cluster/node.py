@@ -71,6 +71,9 @@ AE_MAX_DEFER = 2       # ... but at most this many intervals in a row (repair st
 COUNTERS = ("ops", "puts", "internal_puts", "gets", "keys_written", "hints_written", "hints_refused",
             "hints_delivered", "gossip_rounds", "anti_entropy_rounds", "anti_entropy_repairs", "streamed_in",
             "streamed_out", "join_repairs", "restarts", "tombstones_collected", "handoff_keys", "anti_entropy_deferred")
+# the storage engine's numbers a node's status carries (``LSMStore.stats``), as nodetool tablestats would
+ENGINE_STATS = ("tables", "memtable_bytes", "immutable_memtables", "flushes", "compactions", "stalls",
+                "cache_bytes", "cache_hits", "cache_misses", "wal_fsyncs")
 
 
 class StorageNode:
@@ -415,13 +418,15 @@ class StorageNode:
             await self._gossip_with(peer)
 
     async def rpc_status(self) -> dict:
-        """{'node_id', 'alive', 'status', 'datacenter', 'weight', 'host', 'keys', 'disk_bytes', 'hints_pending', ...}."""
+        """{'node_id', 'alive', 'status', 'datacenter', 'weight', 'host', 'keys', 'disk_bytes', 'hints_pending',
+        'engine' (the storage engine's ``ENGINE_STATS``, when it has them), ...}."""
         st = self.backend.stats()
         status = self.status_name
         return {"node_id": self.node_id, "alive": status in ("alive", "leaving"), "status": status,
                 "datacenter": self.info.datacenter, "weight": self.info.weight, "host": self.info.host,
                 "keys": st.get("keys", 0), "disk_bytes": st.get("disk_bytes", 0),
                 "hints_pending": self.backend.hint_count(), "counters": dict(self.counters),
+                "engine": {k: st[k] for k in ENGINE_STATS if k in st},
                 "members": {nid: self.membership.status(nid, self.transport.now())
                             for nid in self.membership.members} if self.membership else {}}
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import raykv
+from raykv.cluster.node import ENGINE_STATS
 
 pytestmark = pytest.mark.ray
 
@@ -216,6 +217,9 @@ def test_status(kv):
     assert abs(sum(st.ownership.values()) - 1.0) < 1e-6
     assert sum(x.keys for x in st.nodes) >= 3 * 1500, "every key is stored N=3 times"
     assert "n1" in str(st)
+    eng = n.extra["engine"]        # the storage engine's stats, per node
+    assert set(eng) == set(ENGINE_STATS)
+    assert eng["memtable_bytes"] > 0 and eng["cache_hits"] >= 0 and eng["immutable_memtables"] >= 0
 
 
 def test_add_and_remove_node_keep_every_key(kv):

@@ -47,8 +47,8 @@ def test_cluster_bench_runs_every_phase_on_a_tiny_load(ray_session, monkeypatch)
     monkeypatch.setattr(bench, "QUIET", 0.0)
     rows = bench.run(ops=5, batch=20, batches=2, callers=2, nodes=3)
     names = [r["metric"] for r in rows]
-    for want in ("put p50", "get p50", "fan-out floor p50", "put p50, isolated", "put_many", "get_many",
-                 "put_many, one value object", "concurrent put", "concurrent get", "put p50, fsync=batch"):
+    for want in ("put p50", "get p50", "put fan-out floor p50", "get fan-out floor p50", "put p50, isolated",
+                 "put_many", "get_many", "put_many, one value object", "get_many, keys in SSTables", "concurrent put", "concurrent get", "put p50, fsync=batch"):
         assert want in names
     assert all(r["ratio"] > 0 for r in rows)
     assert all((r["ok"] is None) == (r["metric"] not in bench.TARGETS) for r in rows)
