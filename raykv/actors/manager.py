@@ -87,7 +87,7 @@ class StoreManager:
         else:
             self.rec = rec
             if config is not None:   # re-open: keep membership, take the caller's tunables (same N)
-                old = StoreConfig(**rec["config"])
+                old = StoreConfig.from_record(rec["config"])
                 if config.replicas != old.replicas:
                     raise InvalidArgument(f"data_dir {self.data_dir} holds store {rec['name']!r} with replicas "
                                           f"N={old.replicas}; re-open it with replicas={old.replicas}")
@@ -103,7 +103,7 @@ class StoreManager:
             rec["autoscale"] = autoscale
         rec.setdefault("draining", [])
         self._remap_machines()
-        self.config = StoreConfig(**rec["config"])
+        self.config = StoreConfig.from_record(rec["config"])
         self.scaler = None
         if rec.get("autoscale") is not None:
             from raykv.actors.scaler import ScalePolicy, Scaler

@@ -275,16 +275,16 @@ class ClientRouter:
             rounds.append(rnd)
             self._submit(rnd, sends, out, timeout)
         self._count_once(rounds, "gets")
-        bulk = rounds[0].fanout is not None
+        spares = rounds[0].fanout is not None
         delay = None
-        if bulk:                      # only bulk rounds have spares to speculate with
+        if spares:                    # rounds that asked R replicas per key have spares to speculate with
             with self.mu:
-                delay = self.coord.speculative_delay()
+                delay = self.coord.speculative_delay(op)
         t0 = time.monotonic()
         self._drive(rounds, out, timeout, 3, "decided", speculate=delay)
-        if bulk:      # rounds are decided one after another: each took about its share of the wait
+        if spares:    # rounds are decided one after another: each took about its share of the wait
             with self.mu:
-                self.coord.read_latency.add((time.monotonic() - t0) / len(rounds))
+                self.coord.read_latency[op].add((time.monotonic() - t0) / len(rounds))
         self._finish(op, rounds)
         now = self.transport.now()
         result = ({}, {}) if values else {}

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 from ..errors import InvalidArgument
 
 
+RENAMED = {"bulk_read_fanout": "read_fanout"}    # old field name -> new (sessions 6-7 asked R for get_many only)
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """Immutable store settings; ``validate()`` raises ``InvalidArgument`` with a fix-it message."""
@@ -19,9 +22,10 @@ class StoreConfig:
     max_key_bytes: int = 1024
     max_value_bytes: int = 10 * 1024
     request_timeout: float = 5.0          # seconds, per replica call
-    bulk_read_fanout: str = "quorum"      # get_many asks R replicas per key ("quorum", Cassandra) or all N ("all")
-    speculative_retry: float | str = "99p"  # when a bulk read still short of R also asks the spare replicas:
-                                            # "NNp" (that percentile of recent bulk reads) or fixed seconds
+    read_fanout: str = "quorum"           # get and get_many ask R replicas per key ("quorum", Cassandra) or all N
+                                          # ("all", Dynamo and Riak: the extra replies feed read repair)
+    speculative_retry: float | str = "99p"  # when a read still short of R also asks the spare replicas: "NNp" (that
+                                            # percentile of recent reads of its kind) or fixed seconds
     gossip_interval: float = 0.5
     phi_threshold: float = 8.0
     hint_replay_interval: float = 1.0
@@ -41,6 +45,16 @@ class StoreConfig:
     def with_(self, **changes) -> "StoreConfig":
         return replace(self, **changes)
 
+    @classmethod
+    def from_record(cls, fields: dict) -> "StoreConfig":
+        """The config a store's record (``store.json``) holds, its older field names read as today's
+        (``RENAMED``): a data_dir written by an earlier raykv re-opens."""
+        fields = dict(fields)
+        for old, new in RENAMED.items():
+            if old in fields:
+                fields.setdefault(new, fields.pop(old))
+        return cls(**fields)
+
     def validate(self) -> "StoreConfig":
         n = self.replicas
         if not isinstance(n, int) or n < 1:
@@ -56,8 +70,8 @@ class StoreConfig:
             raise InvalidArgument(f"tokens_per_node must be >= 1, got {self.tokens_per_node}")
         if self.request_timeout <= 0:
             raise InvalidArgument(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
-        if self.bulk_read_fanout not in ("quorum", "all"):
-            raise InvalidArgument(f"bulk_read_fanout must be 'quorum' or 'all', got {self.bulk_read_fanout!r}")
+        if self.read_fanout not in ("quorum", "all"):
+            raise InvalidArgument(f"read_fanout must be 'quorum' or 'all', got {self.read_fanout!r}")
         spec = self.speculative_retry
         if isinstance(spec, str):
             try:

@@ -112,7 +112,8 @@ class Coordinator:
         self._refreshing = False
         self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
         self.reply_size = ReplySize()       # bytes per key of read replies, to size read calls
-        self.read_latency = LatencyWindow()  # durations of recent bulk read rounds (speculative_retry "NNp")
+        # durations of recent reads that asked R replicas, per op: single-key gets and bulk rounds differ ~5x
+        self.read_latency = {"get": LatencyWindow(), "get_many": LatencyWindow()}   # (speculative_retry "NNp")
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -226,23 +227,24 @@ class Coordinator:
         rnd.reply_size = self.reply_size
         if values:
             rnd.want_values()
-        if op == "get_many" and q.mode == "count" and self.config.bulk_read_fanout == "quorum":
+        if op in self.read_latency and q.mode == "count" and self.config.read_fanout == "quorum":
             rnd.fanout = q.required          # R replicas per key, spares on failure or after speculative_retry
-            if q.required < self.config.replicas:
+            if op == "get_many" and q.required < self.config.replicas:
                 nodes = sorted(self.membership.ring("read").nodes)
                 if nodes:                    # each bulk read round rests the next node in turn
                     rnd.rest = nodes[self._rests % len(nodes)]
                     self._rests += 1
         return rnd
 
-    def speculative_delay(self) -> float:
-        """Seconds a bulk read round waits before asking spare replicas (``config.speculative_retry``): fixed, or
-        the configured percentile of recent rounds (``read_latency``) within [``SPECULATE_MIN``,
-        ``SPECULATE_MAX``], ``SPECULATE_FALLBACK`` until enough rounds were seen."""
+    def speculative_delay(self, op: str = "get_many") -> float:
+        """Seconds a read round of ``op`` ("get" or "get_many") that asked R replicas waits before asking spare
+        ones (``config.speculative_retry``): fixed, or the configured percentile of recent reads of that op
+        (``read_latency[op]``) within [``SPECULATE_MIN``, ``SPECULATE_MAX``], ``SPECULATE_FALLBACK`` until
+        enough were seen."""
         spec = self.config.speculative_retry
         if not isinstance(spec, str):
             return float(spec)
-        v = self.read_latency.percentile(float(spec[:-1]))
+        v = self.read_latency[op].percentile(float(spec[:-1]))
         return SPECULATE_FALLBACK if v is None else min(SPECULATE_MAX, max(SPECULATE_MIN, v))
 
     def _round(self, cls, op: str, *what, q: Quorum):
@@ -311,11 +313,11 @@ class Coordinator:
         t0 = self.transport.now()
         d.launch(rnd.start())
         if rnd.fanout is not None:
-            await d.until(lambda: rnd.decided, self.speculative_delay())
+            await d.until(lambda: rnd.decided, self.speculative_delay(op))
             d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 3 * timeout)
         if rnd.fanout is not None:
-            self.read_latency.add(self.transport.now() - t0)
+            self.read_latency[op].add(self.transport.now() - t0)
         rnd.finish()
         out = rnd.values(self.transport.now()) if values else rnd.result(self.transport.now(), raw)
         self.transport.spawn(self._read_repair(rnd, d, timeout))

@@ -1,7 +1,8 @@
 """LatencyWindow: the durations of the last requests of one kind, and their percentiles.
 
-What Cassandra's ``speculative_retry = '99p'`` reads: a bulk read still short of R replies after the 99th
-percentile of recent bulk reads asks the spare replicas (``ReadRound.speculate``), instead of after a fixed
+What Cassandra's ``speculative_retry = '99p'`` reads: a read still short of R replies after the 99th
+percentile of recent reads of its kind (a coordinator keeps one window for single-key gets, one for bulk
+rounds) asks the spare replicas (``ReadRound.speculate``), instead of after a fixed
 delay that is too long on a fast cluster and too short on a loaded one. Reference: Cassandra
 ``SpeculativeRetryPolicy`` / ``PercentileSpeculativeRetryPolicy`` (a per-table latency histogram there; a
 ring buffer of raw samples here, small enough to sort).

@@ -61,14 +61,16 @@ _MISSING = object()
 class ReadRound(_Round):
     """One read request over ``keys`` (distinct), decided after R replies per key.
 
-    Who is asked: by default every replica (Dynamo, Riak: the late replies feed read repair). A round with
-    ``fanout`` set (``Coordinator.plan_read``: a ``get_many`` in count mode with ``bulk_read_fanout="quorum"``)
-    asks only the first ``fanout`` (= R) replicas of each key that are up, in ring order, as Cassandra does; the
-    others are *spares*. A key's next spare is asked at once when a replica it was asked of fails, and every
-    undecided key's next spare when its driver calls ``speculate()`` (once, ``config.speculative_retry``
-    seconds after the round started waiting: Cassandra's speculative retry). Why: a bulk read is bound by
-    CPU, not latency; asking N replicas costs N/R times the lookups and replies for one more copy to compare,
-    and the copy nobody asked is repaired by anti-entropy (docs/benchmarks.md, "Session 6").
+    Who is asked: with ``fanout`` unset, every replica (Dynamo, Riak: the late replies feed read repair). A round
+    with ``fanout`` set (``Coordinator.plan_read``: a ``get`` or ``get_many`` in count mode with
+    ``read_fanout="quorum"``, the default) asks only the first ``fanout`` (= R) replicas of each key that are up,
+    in ring order, as Cassandra does; the others are *spares*. A key's next spare is asked at once when a
+    replica it was asked of fails, and every undecided key's next spare when its driver calls ``speculate()``
+    (once, ``config.speculative_retry`` after the round started waiting: Cassandra's speculative retry). Why:
+    asking N replicas costs N/R times the calls, lookups and replies for one more copy to compare. A bulk read
+    is bound by CPU (docs/benchmarks.md, "Session 6"); a single-key get pays the third call in latency on a
+    shared host (3 calls, wait for 2: 2.2-2.5x a raw call; 2 calls: ~1.8x, "Session 8"). Read repair then
+    covers the replicas asked; the copy nobody asked is repaired by anti-entropy, as in Cassandra 4.
 
     One node *rests* (``rest``, rotated by the coordinator): when the round's keys span every node of the
     ring, each key whose replicas include the resting node asks its other up replicas first and keeps that

@@ -1,4 +1,4 @@
-"""LatencyWindow (percentiles of recent bulk reads) and the speculative-retry delay a coordinator derives from it:
+"""LatencyWindow (percentiles of recent reads) and the speculative-retry delay a coordinator derives from it:
 ``speculative_retry="99p"`` (Cassandra's default) or fixed seconds."""
 
 from __future__ import annotations
@@ -70,13 +70,35 @@ def test_the_delay_is_the_percentile_of_recent_bulk_reads_within_bounds():
     assert c.speculative_delay() == coord_mod.SPECULATE_FALLBACK            # nothing seen yet
     rng = random.Random(2)
     for _ in range(500):
-        c.read_latency.add(rng.uniform(0.004, 0.008))
+        c.read_latency["get_many"].add(rng.uniform(0.004, 0.008))
     assert 0.0075 < c.speculative_delay() <= 0.008
     for _ in range(2000):
-        c.read_latency.add(0.0001)
+        c.read_latency["get_many"].add(0.0001)
     assert c.speculative_delay() == coord_mod.SPECULATE_MIN               # never a storm of spare reads
     for _ in range(2000):
-        c.read_latency.add(30.0)
+        c.read_latency["get_many"].add(30.0)
     assert c.speculative_delay() == coord_mod.SPECULATE_MAX
     c.config = c.config.with_(speculative_retry=0.2)
     assert c.speculative_delay() == 0.2                                   # fixed seconds: the window is ignored
+
+
+def test_single_key_gets_and_bulk_reads_keep_their_own_windows():
+    """A single-key get waits ~1.5 ms and a 1,000-key round ~8: one window for both would make gets speculate
+    late and bulk rounds early."""
+    c = Coordinator("c", NoIO(), StoreConfig(), seeds=[], rng=random.Random(1))
+    for _ in range(100):
+        c.read_latency["get"].add(0.003)
+        c.read_latency["get_many"].add(0.008)
+    assert c.speculative_delay("get") == 0.003 and c.speculative_delay("get_many") == 0.008
+    assert c.speculative_delay() == c.speculative_delay("get_many")
+
+
+def test_a_record_with_the_old_fanout_name_reopens():
+    """``store.json`` written before ``read_fanout`` (sessions 6-7) names it ``bulk_read_fanout``."""
+    old = StoreConfig.from_record({"name": "s", "bulk_read_fanout": "all"})
+    assert old.read_fanout == "all" and old.name == "s"
+    assert StoreConfig.from_record({"read_fanout": "all"}).read_fanout == "all"
+    with pytest.raises(InvalidArgument, match="read_fanout"):
+        StoreConfig(read_fanout="some").validate()
+    with pytest.raises(TypeError):
+        StoreConfig.from_record({"no_such_field": 1})       # anything else still fails loudly

@@ -311,7 +311,7 @@ def test_bulk_write_rounds_fill_one_message_per_node_and_cut_evenly():
 # ---------------------------------------------------------------------------------------------- reads
 
 def test_read_one_send_per_node_decided_after_r_per_key_and_failed_node_reasked():
-    c = coordinator(CFG.with_(bulk_read_fanout="all"))          # every replica asked, as a single-key get is
+    c = coordinator(CFG.with_(read_fanout="all"))          # every replica asked (Dynamo, Riak)
     keys = [b"k", b"x"]
     pk, px = pref(c, b"k"), pref(c, b"x")
     assert pk == ["n5", "n3", "n4"] and px == ["n2", "n1", "n4"]       # n4 holds both keys
@@ -415,17 +415,24 @@ def test_bulk_reads_rest_one_node_in_turn_when_the_keys_span_every_node():
         {k: sorted([n for n in pref(c, k) if n != rnd.rest][:2]) for k in keys}
 
 
-def test_bulk_read_skips_a_replica_known_down_and_single_key_reads_ask_all():
+def test_reads_skip_a_replica_known_down_and_ask_all_only_when_told():
     c = coordinator()
     p = pref(c, b"k")
+    assert asked(c.plan_read("get", [b"k"]).start()) == {b"k": p[:2]}           # R of N, in ring order
+    rnd = c.plan_read("get", [b"k"])
+    assert rnd.fanout == 2 and rnd.rest is None                                 # no resting for one key
     c.membership.suspect(p[0], 0.0)
     assert asked(c.plan_read("get_many", [b"k"]).start()) == {b"k": p[1:]}
-    assert sorted(asked(c.plan_read("get", [b"k"]).start())[b"k"]) == sorted(p)      # Dynamo: all N, repair the rest
+    assert asked(c.plan_read("get", [b"k"]).start()) == {b"k": p[1:]}
     assert sorted(asked(c.plan_read("get_many", [b"k"], r=3).start())[b"k"]) == sorted(p)
     assert sorted(asked(c.plan_read("get_many", [b"k"], consistency="all").start())[b"k"]) == sorted(p)
+    assert sorted(asked(c.plan_read("get_raw", [b"k"]).start())[b"k"]) == sorted(p)    # tools see every copy
+    dyn = coordinator(CFG.with_(read_fanout="all"))                   # Dynamo, Riak: all N, repair the rest
+    for op in ("get", "get_many"):
+        assert sorted(asked(dyn.plan_read(op, [b"k"]).start())[b"k"]) == sorted(pref(dyn, b"k"))
 
 
-def test_bulk_read_speculates_once_on_the_undecided_keys_only():
+def test_reads_speculate_once_on_the_undecided_keys_only():
     c = coordinator()
     keys = [b"key-%d" % i for i in range(80)]
     rnd = c.plan_read("get_many", keys)
@@ -446,9 +453,14 @@ def test_bulk_read_speculates_once_on_the_undecided_keys_only():
     done = c.plan_read("get_many", [b"k"])
     answer(done, done.start(), blob)
     assert done.speculate() == []
+    every = c.plan_read("get_many", [b"k"], r=3)
+    every.start()
+    assert every.speculate() == [] and c.counters["speculative_reads"] == 1
+    # a single-key get asks R and speculates like a bulk read: its spare, once
     single = c.plan_read("get", [b"k"])
     single.start()
-    assert single.speculate() == [] and c.counters["speculative_reads"] == 1
+    assert asked(single.speculate()) == {b"k": [pref(c, b"k")[2]]} and single.speculate() == []
+    assert c.counters["speculative_reads"] == 2
 
 
 def test_bulk_read_with_no_spare_left_asks_the_same_node_again_then_fails():
@@ -481,7 +493,7 @@ def _read_round_with_replies(c, replies: dict[str, bytes | None]):
 
 
 def test_read_reconciles_concurrent_siblings_and_plans_repair():
-    c = coordinator()
+    c = coordinator(CFG.with_(read_fanout="all"))    # every replica asked and repaired
     s1 = minted(c, b"k", b"one")
     s2 = minted(c, b"k", b"two")                # blind again: concurrent with s1
     a, b, r3 = pref(c, b"k")
@@ -503,7 +515,7 @@ def test_read_reconciles_concurrent_siblings_and_plans_repair():
 
 
 def test_read_identical_replies_decoded_once_and_need_no_repair(monkeypatch):
-    c = coordinator()
+    c = coordinator(CFG.with_(read_fanout="all"))    # every replica asked and repaired
     blob = minted(c, b"k", b"v", encoded=True)
     calls = []
 
@@ -551,7 +563,7 @@ def test_read_values_skip_siblings_for_simple_answers_and_keep_conflicts(monkeyp
 def test_read_malformed_answer_fails_in_result_not_in_on_reply():
     """A reply is absorbed without raising (a driver's reply callback must not throw); the malformed bytes
     surface as ValueError from ``result()``, where the caller gets it."""
-    c = coordinator()
+    c = coordinator(CFG.with_(read_fanout="all"))    # every replica asked and repaired
     rnd = _read_round_with_replies(c, dict.fromkeys(pref(c, b"k"), b"\x07garbage"))
     with pytest.raises(ValueError):
         rnd.result(0.0)
