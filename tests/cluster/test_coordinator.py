@@ -219,6 +219,47 @@ def test_bulk_read_speculates_after_the_99th_percentile_of_recent_reads(seed):
     sim.run_booted(body)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_single_key_get_asks_r_replicas_and_speculates_after_its_own_percentile(seed):
+    """A ``get`` asks R = 2 of the 3 replicas (Cassandra; ``read_fanout="all"`` asks 3). A replica that stops
+    answering costs about the 99th percentile of recent single-key gets (a window apart from bulk reads'),
+    then the spare is asked, and the value comes back."""
+    from raykv.cluster.coordinator import SPECULATE_FALLBACK
+    sim = Simulation(seed=seed, config=NO_AE)
+    c = sim.coordinator("c0")
+    key = b"one-key"
+
+    async def body():
+        asks = []
+        real = c.transport.call
+
+        async def spy(node, method, *args, timeout):
+            if method == "get_hashed":
+                asks.append(node)
+            return await real(node, method, *args, timeout=timeout)
+        c.transport.call = spy
+        await c.put(key, b"v", w=3)
+        for _ in range(40):
+            assert values(await c.get(key)) == [b"v"]
+        spec = c.counters["speculative_reads"]        # a get slower than the p99 so far asks its spare: rare
+        assert len(asks) == 2 * 40 + spec and spec <= 4, (len(asks), spec)
+        assert len(c.read_latency["get"]) == 40 and len(c.read_latency["get_many"]) == 0
+        delay = c.speculative_delay("get")
+        assert delay < SPECULATE_FALLBACK / 2, delay
+        sim.isolate(sim._ring().preference_list(key, 3)[0])
+        t0 = sim.now()
+        assert values(await c.get(key)) == [b"v"]
+        took = sim.now() - t0
+        assert c.counters["speculative_reads"] == spec + 1
+        assert delay <= took < SPECULATE_FALLBACK, (delay, took)
+        asks.clear()
+        c.config = c.config.with_(read_fanout="all")
+        sim.heal()
+        await c.get(key)
+        assert len(asks) == 3
+    sim.run_booted(body)
+
+
 def test_scan_pages_return_every_live_key_once():
     sim = Simulation(seed=8, config=NO_AE)
     c = sim.coordinator("c0")

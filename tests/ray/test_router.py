@@ -100,7 +100,8 @@ def test_client_routing_rides_out_a_dead_replica_and_repairs_a_stale_one_on_read
 
 
 def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_session, store_dir):
-    """``get_many`` from the driver asks R = 2 replicas per key (the nodes count the keys they are asked for).
+    """``get_many`` (and ``get``) from the driver asks R = 2 replicas per key (the nodes count the keys they are
+    asked for).
     A replica whose process is stopped (SIGSTOP: alive to Ray, silent to us) costs ``speculative_retry``
     (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares."""
     kv = raykv.start(name="route3", nodes=5, data_dir=store_dir, request_timeout=10.0)
@@ -128,6 +129,9 @@ def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_s
             took = time.monotonic() - t0
             assert took < 2.0, took                                    # request_timeout is 10 s
         assert counters["speculative_reads"] >= 1
+        t0 = time.monotonic()                     # a single-key get asks R = 2 too, the stopped one first
+        assert kv.get(keys[0]) == b"v" + keys[0]
+        assert time.monotonic() - t0 < 2.0
     finally:
         if stopped is not None:
             os.kill(stopped, signal.SIGCONT)
