@@ -269,6 +269,21 @@ class TableReader:
             return None
         return self._block(i).find(key)
 
+    def find_many(self, keys: list[bytes], idx, out: list) -> bool:
+        """``out[i] = self.find(keys[i])`` for each ``i`` of ``idx`` the table holds (others left as they are);
+        True if any was found. One loop per table for a batch (``Version.get_many``), not a call per key."""
+        index, n, block = self.index_keys, len(self.index_keys), self._block
+        found = False
+        for i in idx:
+            key = keys[i]
+            b = bisect_left(index, key)
+            if b < n:
+                e = block(b).find(key)
+                if e is not None:
+                    out[i] = e
+                    found = True
+        return found
+
     def iter_sortable(self, start: bytes | None = None, end: bytes | None = None,
                       fill_cache: bool = False) -> Iterator[tuple[bytes, int, bytes, int, float]]:
         """(key, -seq, value or b"" for a delete, kind, expire_at) for start <= key < end: tuples that

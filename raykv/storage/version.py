@@ -12,10 +12,13 @@ import itertools
 from bisect import bisect_left, bisect_right
 from typing import Iterable
 
+import numpy as np
+
 from .bloom import hash_arrays, key_hash, probe_matrix
 from .sstable import TableMeta, TableReader
 
 
+_SHIFT = np.uint64(32)
 BATCH_MIN = 16   # fewer keys than this (for a batch, or for one table of it): per-key filter probes
 FEW_TABLES = 4   # get_many matches keys to the tables of a level this small by range checks, else by bisect
 
@@ -66,6 +69,7 @@ class Version:
         out = [None] * n
         h1, h2 = hash_arrays(keys)
         probes: dict[int, object] = {}     # k -> probe matrix of all keys
+        hashes: list[int] = []             # every key's ``key_hash``, made once if some table probes key by key
         todo = list(range(n))              # indexes of keys not found yet, newest tables first
         kmin, kmax = min(keys), max(keys)  # of the keys in todo
         for r in self.l0:
@@ -73,7 +77,7 @@ class Version:
             if hi < kmin or lo > kmax:
                 continue
             cand = todo if lo <= kmin and kmax <= hi else [i for i in todo if lo <= keys[i] <= hi]
-            if self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, out):
+            if self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, hashes, out):
                 todo = [i for i in todo if out[i] is None]
                 if not todo:
                     return out
@@ -96,7 +100,7 @@ class Version:
                         groups.append((r, order[a:b]))
             found = False
             for r, cand in groups:
-                found = self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, out) or found
+                found = self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, hashes, out) or found
             if found:
                 todo = [i for i in todo if out[i] is None]
                 if not todo:
@@ -105,28 +109,26 @@ class Version:
         return out
 
     @staticmethod
-    def _probe(r: TableReader, keys, cand: list[int], every: bool, h1, h2, probes: dict, out: list) -> bool:
+    def _probe(r: TableReader, keys, cand: list[int], every: bool, h1, h2, probes: dict, hashes: list,
+               out: list) -> bool:
         """Look keys ``cand`` up in table ``r``, filling ``out``; True if any is found. The filter is probed for
-        all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win).
-        ``probes``: k -> ``probe_matrix`` of all the keys, built on first use; ``every``: ``cand`` is all of them
-        in order (then the matrix serves as is)."""
+        all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win):
+        a level of many tables gives each a few keys. ``probes``: k -> ``probe_matrix`` of all the keys, built on
+        first use; ``hashes``: every key's ``key_hash``, built on the first key-by-key probe (from ``h1``/``h2``,
+        not hashed again per table); ``every``: ``cand`` is all of them in order (then the matrix serves as
+        is). The lookups that pass the filter are one ``TableReader.find_many``."""
         if len(cand) < BATCH_MIN:
+            if not hashes:
+                hashes.extend((h1 | (h2 << _SHIFT)).tolist())
             may_contain = r.filter.may_contain
-            maybe = [i for i in cand if may_contain(key_hash(keys[i]))]
+            maybe = [i for i in cand if may_contain(hashes[i])]
         else:
             f = r.filter
             base = probes.get(f.k)
             if base is None:
                 base = probes[f.k] = probe_matrix(h1, h2, f.k)
             maybe = itertools.compress(cand, f.may_contain_probes(base if every else base[cand]))
-        found = False
-        find = r.find
-        for i in maybe:
-            e = find(keys[i])
-            if e is not None:
-                out[i] = e
-                found = True
-        return found
+        return r.find_many(keys, maybe, out)
 
     def sources(self, start: bytes | None, end: bytes | None) -> list[Iterable]:
         """One sortable stream per L0 table and one per deeper level (its tables chained), for a scan."""

@@ -55,6 +55,24 @@ def test_roundtrip(tmp_path, codec, bulk):
     r.close()
 
 
+def test_find_many_is_find_per_key_and_leaves_the_rest_alone(tmp_path):
+    """``TableReader.find_many`` (``Version.get_many``'s loop per table) fills ``out[i]`` exactly where ``find``
+    finds ``keys[i]``: held keys, deleted ones (their tombstone), absent ones between and past the last key."""
+    entries = _entries()
+    _build(tmp_path / "t.sst", entries, F.CODEC_LZ4)
+    r = TableReader(str(tmp_path / "t.sst"), 7, BlockCache(1 << 20))
+    keys = [e[0] for e in entries[::7]] + [e[0] + b"x" for e in entries[::13]] + [b"a", b"zzz"]
+    random.Random(3).shuffle(keys)
+    idx = [i for i in range(len(keys)) if i % 4]             # some indexes not asked
+    out = ["untouched"] * len(keys)
+    assert r.find_many(keys, iter(idx), out)
+    for i, k in enumerate(keys):
+        want = r.find(k) if i in idx else None
+        assert out[i] == (want if want is not None else "untouched")
+    assert not r.find_many([b"zzz"], [0], [None])
+    r.close()
+
+
 def test_compression_shrinks_blocks(tmp_path):
     entries = [(b"k%06d" % i, i + 1, b"hello world " * 8, 0.0) for i in range(2000)]
     raw = _build(tmp_path / "a.sst", entries, F.CODEC_NONE).size
