@@ -292,17 +292,23 @@ class StoreManager:
         """A node that cannot leave by itself: stop its actor for good, then gossip a "left" entry for it at a
         higher incarnation (``membership.removed``) to every live node. Its ranges pass to their next owners
         and Merkle anti-entropy copies the data there from the surviving replicas (N-1 copies until then)."""
-        from raykv.cluster.membership import removed
+        from raykv.cluster.membership import removal
         if h is not None:
             ray.kill(h, no_restart=True)
         live = {nid: x for nid, x in self.nodes.items() if nid != node_id}
         views = await asyncio.gather(*(x.call.remote("gossip", []) for x in live.values()), return_exceptions=True)
-        entry = next((w for v in views if isinstance(v, list) for w in v if w[0] == node_id), None)
+        entry = removal([v for v in views if isinstance(v, list)], node_id)
         if entry is None:
             raise NodeUnavailable(f"no live storage node of store {self.store!r} answered with {node_id!r} "
                                   f"in its view; retry when the store is reachable")
-        gone = [removed(entry)]
-        await asyncio.gather(*(x.call.remote("gossip", gone) for x in live.values()), return_exceptions=True)
+        gone = [entry]
+        acks = await asyncio.gather(*(x.call.remote("gossip", gone) for x in live.values()), return_exceptions=True)
+        failed = {nid: a for nid, a in zip(live, acks) if isinstance(a, BaseException)}
+        if len(failed) == len(live):
+            raise NodeUnavailable(f"no live storage node of store {self.store!r} took the removal of {node_id!r}: "
+                                  f"{failed}; retry when the store is reachable")
+        if failed:      # gossip carries it to them from the others
+            log.warning("store %s: removal of %s not delivered to %s", self.store, node_id, sorted(failed))
         log.warning("store %s: removed dead node %s; anti-entropy re-replicates its ranges", self.store, node_id)
 
     async def kill_node(self, node_id: str, restart: bool = False) -> None:

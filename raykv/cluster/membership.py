@@ -86,6 +86,18 @@ def removed(entry: tuple) -> tuple:
     return MemberState(st.info, "left", st.incarnation + 1, 0).to_wire()
 
 
+def removal(views: list[list[tuple]], node_id: str) -> tuple | None:
+    """``removed`` of the newest entry for ``node_id`` in any of ``views`` (live members' gossip views, wire
+    form), or None when no view names it. The newest, not the first found: right after a status change
+    (joining -> alive bumps the incarnation) views disagree for a gossip round or two, and a removal built on
+    an older view's entry ties on incarnation with the newer one and loses to its heartbeat, so the node
+    would stay a member ("down") everywhere and its ranges never pass on (found as an intermittent test)."""
+    entries = [MemberState.from_wire(w) for v in views for w in v if w[0] == node_id]
+    if not entries:
+        return None
+    return removed(max(entries, key=MemberState.order).to_wire())
+
+
 def merge_views(a: dict[str, MemberState], b: dict[str, MemberState]) -> dict[str, MemberState]:
     """Entry-wise max by ``MemberState.order``: commutative, associative, idempotent. O(|a| + |b|)."""
     out = dict(a)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raykv.cluster.membership import MemberState, Membership, PhiAccrualDetector, merge_views
+from raykv.cluster.membership import MemberState, Membership, PhiAccrualDetector, merge_views, removal, removed
 from raykv.cluster.ring import NodeInfo
 
 STATUS = st.sampled_from(["joining", "alive", "leaving", "left"])
@@ -115,3 +115,24 @@ def test_a_removed_member_is_left_everywhere_and_stale_gossip_does_not_bring_it_
     assert a.declared("n2") == "left" and "n2" not in a.ring("read").nodes
     a.merge([("n2", 1.0, None, None, "alive", 3, 99)], 2.0)         # an old heartbeat still circulating
     assert a.declared("n2") == "left"
+
+
+def test_a_removal_is_built_on_the_newest_view_so_it_wins_everywhere():
+    """The manager removes a dead node from the gossip views of the live ones. Right after the node turned
+    alive (incarnation 0 -> 1) one view may still hold it joining at incarnation 0: a removal built on that
+    entry (incarnation 1, heartbeat 0) lost to the alive one (incarnation 1, heartbeat 7) and the node stayed
+    a member everywhere (tests/ray/test_failures.py, intermittent). Built on the newest entry it wins."""
+    info = NodeInfo("n3", 1.0)
+    old = MemberState(info, "joining", 0, 12).to_wire()
+    new = MemberState(info, "alive", 1, 7).to_wire()
+    other = MemberState(NodeInfo("n1", 1.0), "alive", 1, 40).to_wire()
+    views = [[other, old], [new, other], [other]]
+    assert removal([], "n3") is None and removal([[other]], "n3") is None
+    gone = MemberState.from_wire(removal(views, "n3"))
+    assert gone.status == "left" and gone.incarnation == 2
+    for v in views:
+        merged = merge_views({MemberState.from_wire(w).info.node_id: MemberState.from_wire(w) for w in v},
+                             {"n3": gone})
+        assert merged["n3"].status == "left"
+    stale = MemberState.from_wire(removed(old))         # what the first view's entry gave
+    assert stale.order() < MemberState.from_wire(new).order()
