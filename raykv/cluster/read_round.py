@@ -69,7 +69,7 @@ class ReadRound(_Round):
     (once, ``config.speculative_retry`` after the round started waiting: Cassandra's speculative retry). Why:
     asking N replicas costs N/R times the calls, lookups and replies for one more copy to compare. A bulk read
     is bound by CPU (docs/benchmarks.md, "Session 6"); a single-key get pays the third call in latency on a
-    shared host (3 calls, wait for 2: 2.2-2.5x a raw call; 2 calls: ~1.8x, "Session 8"). Read repair then
+    shared host (3 calls, wait for 2: 2.2-3.0x a raw call; 2 calls: 1.6-1.8x, "Session 8"). Read repair then
     covers the replicas asked; the copy nobody asked is repaired by anti-entropy, as in Cassandra 4.
 
     One node *rests* (``rest``, rotated by the coordinator): when the round's keys span every node of the
