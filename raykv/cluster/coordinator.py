@@ -45,7 +45,8 @@ from .vclock import DotMinter, Sibling, VClock, live, reconcile
 from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
-SPECULATE_FALLBACK = 0.05   # seconds, speculative_retry "NNp" before the window has enough bulk reads
+FANOUT_READS = ("get", "get_many")   # the reads that ask R replicas (read_fanout="quorum"); get_raw asks all
+SPECULATE_FALLBACK = 0.05   # seconds, speculative_retry "NNp" before the window has enough reads
 SPECULATE_MIN = 0.002       # ... and its bounds: never speculate sooner (a storm of spare reads) ...
 SPECULATE_MAX = 1.0         # ... nor later (a hung replica would cost this, not request_timeout)
 COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",
@@ -113,7 +114,7 @@ class Coordinator:
         self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
         self.reply_size = ReplySize()       # bytes per key of read replies, to size read calls
         # durations of recent reads that asked R replicas, per op: single-key gets and bulk rounds differ ~5x
-        self.read_latency = {"get": LatencyWindow(), "get_many": LatencyWindow()}   # (speculative_retry "NNp")
+        self.read_latency = {op: LatencyWindow() for op in FANOUT_READS}   # (speculative_retry "NNp")
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -227,7 +228,7 @@ class Coordinator:
         rnd.reply_size = self.reply_size
         if values:
             rnd.want_values()
-        if op in self.read_latency and q.mode == "count" and self.config.read_fanout == "quorum":
+        if op in FANOUT_READS and q.mode == "count" and self.config.read_fanout == "quorum":
             rnd.fanout = q.required          # R replicas per key, spares on failure or after speculative_retry
             if op == "get_many" and q.required < self.config.replicas:
                 nodes = sorted(self.membership.ring("read").nodes)

@@ -88,10 +88,10 @@ def removed(entry: tuple) -> tuple:
 
 def removal(views: list[list[tuple]], node_id: str) -> tuple | None:
     """``removed`` of the newest entry for ``node_id`` in any of ``views`` (live members' gossip views, wire
-    form), or None when no view names it. The newest, not the first found: right after a status change
-    (joining -> alive bumps the incarnation) views disagree for a gossip round or two, and a removal built on
-    an older view's entry ties on incarnation with the newer one and loses to its heartbeat, so the node
-    would stay a member ("down") everywhere and its ranges never pass on (found as an intermittent test)."""
+    form), or None when no view names it. The newest, not the first found: views can disagree for a gossip
+    round or two (a status change bumps the incarnation), and a removal built on an older view's entry may tie
+    on incarnation with the newer one and lose to its heartbeat; the node then stays a member ("down")
+    everywhere and its ranges never pass on (the likely cause of an intermittent test, session 8)."""
     entries = [MemberState.from_wire(w) for v in views for w in v if w[0] == node_id]
     if not entries:
         return None

@@ -263,7 +263,8 @@ class TableReader:
         return self._block(i).find(key)
 
     def find(self, key: bytes):
-        """``get`` without the bloom filter (for callers that probed it already, ``Version.get_many``)."""
+        """``get`` without the bloom filter (for a caller that probed it already; ``find_many`` is the batch form
+        ``Version.get_many`` uses)."""
         i = bisect_left(self.index_keys, key)
         if i == len(self.index_keys):
             return None
