@@ -119,11 +119,11 @@ def _fanout_floor(kv, write: bool = False):
         blob = rnd.blobs[0]
 
     def one(i):
-        key = b"lat%08d" % i
         if write:
             key = b"flo%08d" % i
             call = pack_call("put_encoded", ([(key, blob)],))
         else:
+            key = b"lat%08d" % i
             call = pack_call("get_encoded", ([key],))
         refs = [router.transport.handle(n).call_packed.remote(call) for n in ring.preference_list(key, replicas)[:asked]]
         ray.wait(refs, num_returns=2)

@@ -69,7 +69,7 @@ class Version:
         out = [None] * n
         h1, h2 = hash_arrays(keys)
         probes: dict[int, object] = {}     # k -> probe matrix of all keys
-        hashes: list[int] = []             # every key's ``key_hash``, made once if some table probes key by key
+        hashes: list[int] = []             # per key, h1 | h2 << 32: what ``may_contain`` reads (as ``key_hash``)
         todo = list(range(n))              # indexes of keys not found yet, newest tables first
         kmin, kmax = min(keys), max(keys)  # of the keys in todo
         for r in self.l0:
@@ -114,8 +114,8 @@ class Version:
         """Look keys ``cand`` up in table ``r``, filling ``out``; True if any is found. The filter is probed for
         all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win):
         a level of many tables gives each a few keys. ``probes``: k -> ``probe_matrix`` of all the keys, built on
-        first use; ``hashes``: every key's ``key_hash``, built on the first key-by-key probe (from ``h1``/``h2``,
-        not hashed again per table); ``every``: ``cand`` is all of them in order (then the matrix serves as
+        first use; ``hashes``: per key the 64-bit hash ``may_contain`` takes (``key_hash`` up to h2's low bit, which
+        the probe sets anyway), built from ``h1``/``h2`` on the first key-by-key probe, not hashed per table; ``every``: ``cand`` is all of them in order (then the matrix serves as
         is). The lookups that pass the filter are one ``TableReader.find_many``."""
         if len(cand) < BATCH_MIN:
             if not hashes:

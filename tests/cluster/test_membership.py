@@ -120,8 +120,9 @@ def test_a_removed_member_is_left_everywhere_and_stale_gossip_does_not_bring_it_
 def test_a_removal_is_built_on_the_newest_view_so_it_wins_everywhere():
     """The manager removes a dead node from the gossip views of the live ones. Right after the node turned
     alive (incarnation 0 -> 1) one view may still hold it joining at incarnation 0: a removal built on that
-    entry (incarnation 1, heartbeat 0) lost to the alive one (incarnation 1, heartbeat 7) and the node stayed
-    a member everywhere (tests/ray/test_failures.py, intermittent). Built on the newest entry it wins."""
+    entry (incarnation 1, heartbeat 0) loses to the alive one (incarnation 1, heartbeat 7), and the node would
+    stay a member everywhere (the likely cause of tests/ray/test_failures.py's intermittent failure). Built on
+    the newest entry it wins."""
     info = NodeInfo("n3", 1.0)
     old = MemberState(info, "joining", 0, 12).to_wire()
     new = MemberState(info, "alive", 1, 7).to_wire()
