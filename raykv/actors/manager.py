@@ -290,8 +290,9 @@ class StoreManager:
 
     async def _remove_dead(self, node_id: str, h) -> None:
         """A node that cannot leave by itself: stop its actor for good, then gossip a "left" entry for it at a
-        higher incarnation than any live view holds (``membership.removal``) to every live node. Its ranges pass to their next owners
-        and Merkle anti-entropy copies the data there from the surviving replicas (N-1 copies until then)."""
+        higher incarnation than any live view holds (``membership.removal``) to every live node. Its ranges
+        pass to their next owners and Merkle anti-entropy copies the data there from the surviving replicas
+        (N-1 copies until then)."""
         from raykv.cluster.membership import removal
         if h is not None:
             ray.kill(h, no_restart=True)

@@ -114,9 +114,10 @@ class Version:
         """Look keys ``cand`` up in table ``r``, filling ``out``; True if any is found. The filter is probed for
         all of them in one numpy call, or key by key when they are few (numpy's fixed cost, ~10 us, would win):
         a level of many tables gives each a few keys. ``probes``: k -> ``probe_matrix`` of all the keys, built on
-        first use; ``hashes``: per key the 64-bit hash ``may_contain`` takes (``key_hash`` up to h2's low bit, which
-        the probe sets anyway), built from ``h1``/``h2`` on the first key-by-key probe, not hashed per table; ``every``: ``cand`` is all of them in order (then the matrix serves as
-        is). The lookups that pass the filter are one ``TableReader.find_many``."""
+        first use; ``hashes``: per key the 64-bit hash ``may_contain`` takes (``key_hash`` up to h2's low bit,
+        which the probe sets anyway), built from ``h1``/``h2`` on the first key-by-key probe, not hashed per
+        table; ``every``: ``cand`` is all of them in order (then the matrix serves as is). The lookups that pass
+        the filter are one ``TableReader.find_many``."""
         if len(cand) < BATCH_MIN:
             if not hashes:
                 hashes.extend((h1 | (h2 << _SHIFT)).tolist())
