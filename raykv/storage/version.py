@@ -100,7 +100,8 @@ class Version:
                         groups.append((r, order[a:b]))
             found = False
             for r, cand in groups:
-                found = self._probe(r, keys, cand, cand is todo and len(todo) == n, h1, h2, probes, hashes, out) or found
+                every = cand is todo and len(todo) == n
+                found = self._probe(r, keys, cand, every, h1, h2, probes, hashes, out) or found
             if found:
                 todo = [i for i in todo if out[i] is None]
                 if not todo:
