@@ -181,9 +181,16 @@ class ClientRouter:
         with self.mu:
             rnd, clock = self.coord.plan_put(key, value, context=context, w=w, consistency=consistency, ttl=ttl)
             sends = rnd.start()
+            delay = None if rnd.fanout is None else self.coord.speculative_delay("put")
         out: dict = {}
         self._submit(rnd, sends, out, timeout)
-        self._drive([rnd], out, timeout, 2, "decided")
+        t0 = time.monotonic()
+        self._drive([rnd], out, timeout, 2, "decided", speculate=delay)
+        if rnd.fanout is not None:     # W replicas were written first: now the others, not waited for
+            with self.mu:
+                self.coord.latency["put"].add(time.monotonic() - t0)
+                rest = rnd.rest()
+            self._submit(rnd, rest, {}, timeout)
         self._finish("put", [rnd])
         return clock
 
@@ -284,7 +291,7 @@ class ClientRouter:
         self._drive(rounds, out, timeout, 3, "decided", speculate=delay)
         if spares:    # rounds are decided one after another: each took about its share of the wait
             with self.mu:
-                self.coord.read_latency[op].add((time.monotonic() - t0) / len(rounds))
+                self.coord.latency[op].add((time.monotonic() - t0) / len(rounds))
         self._finish(op, rounds)
         now = self.transport.now()
         result = ({}, {}) if values else {}
@@ -426,11 +433,15 @@ class ClientRouter:
         self._submit(rnd, sends, out, timeout)
 
     def _submit(self, rnd, sends: list, out: dict, timeout: float) -> None:
+        """Make a round's calls; a payload object several sends share (a single put's) is pickled once."""
         sends = list(sends)
+        last = blob = None
         while sends:
             node, method, payload, tag = sends.pop()
+            if last is None or payload is not last[1] or method != last[0]:
+                last, blob = (method, payload), pack_call(method, (payload,))
             try:
-                ref = self.transport.handle(node).call_packed.remote(pack_call(method, (payload,)))
+                ref = self.transport.handle(node).call_packed.remote(blob)
             except Exception as e:  # noqa: BLE001 - no such actor / submission failed: a failed reply
                 exc = self.transport.map_error(e, node, method)
                 with self.mu:

@@ -101,22 +101,25 @@ def _baseline_actors():
 
 def _fanout_floor(kv, write: bool = False):
     """What the fan-out costs with no raykv logic at all: one packed call to each replica a request asks,
-    wait for the quorum's 2 (``ray.wait``). Writes (``write``): ``put_encoded`` to all 3 replicas, of one
-    pre-encoded version of a put's size (made once by the coordinator, so each node stores the same bytes a
-    put would send), under its own keys (``flo...``). Reads: ``get_encoded`` of the key from the replicas a
-    get asks: the first R=2 (``read_fanout="quorum"``, the default) or all 3 (``"all"``). The part of a put's
-    or get's latency raykv cannot remove."""
+    wait for the quorum's 2 (``ray.wait``). Writes (``write``): ``put_encoded`` of one pre-encoded version of a
+    put's size (made once by the coordinator, so each node stores the same bytes a put would send), under its
+    own keys (``flo...``), to the replicas as a put sends it: W=2 first and the third once they acked
+    (``write_fanout="quorum"``, the default) or all 3 at once (``"all"``). Reads: ``get_encoded`` of the key
+    from the replicas a get asks: the first R=2 (``read_fanout="quorum"``, the default) or all 3 (``"all"``).
+    The part of a put's or get's latency raykv cannot remove."""
     import ray
 
     from raykv.actors.transport import pack_call
     router = kv._client.router
     ring = router.coord.membership.ring("read")
     replicas = kv.config.replicas
-    asked = replicas if write or kv.config.read_fanout == "all" else kv.config.read_quorum
     if write:
+        asked = replicas if kv.config.write_fanout == "all" else kv.config.write_quorum
         with router.mu:
             rnd, _clock = router.coord.plan_put(b"flo-blob", b"v" * 100)
         blob = rnd.blobs[0]
+    else:
+        asked = replicas if kv.config.read_fanout == "all" else kv.config.read_quorum
 
     def one(i):
         if write:
@@ -125,8 +128,11 @@ def _fanout_floor(kv, write: bool = False):
         else:
             key = b"lat%08d" % i
             call = pack_call("get_encoded", ([key],))
-        refs = [router.transport.handle(n).call_packed.remote(call) for n in ring.preference_list(key, replicas)[:asked]]
-        ray.wait(refs, num_returns=2)
+        handles = [router.transport.handle(n) for n in ring.preference_list(key, replicas)]
+        ray.wait([h.call_packed.remote(call) for h in handles[:asked]], num_returns=2)
+        if write:
+            for h in handles[asked:]:
+                h.call_packed.remote(call)
     return one
 
 

@@ -24,8 +24,10 @@ class StoreConfig:
     request_timeout: float = 5.0          # seconds, per replica call
     read_fanout: str = "quorum"           # get and get_many ask R replicas per key ("quorum", Cassandra) or all N
                                           # ("all", Dynamo and Riak: the extra replies feed read repair)
-    speculative_retry: float | str = "99p"  # when a read still short of R also asks the spare replicas: "NNp" (that
-                                            # percentile of recent reads of its kind) or fixed seconds
+    write_fanout: str = "quorum"          # a single-key put writes W replicas first, the others once W acked
+                                          # ("quorum"), or all N at once ("all", Dynamo, Cassandra)
+    speculative_retry: float | str = "99p"  # when a read short of R (a put short of W) also asks the spare replicas:
+                                            # "NNp" (that percentile of recent requests of its kind) or seconds
     gossip_interval: float = 0.5
     phi_threshold: float = 8.0
     hint_replay_interval: float = 1.0
@@ -72,6 +74,8 @@ class StoreConfig:
             raise InvalidArgument(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.read_fanout not in ("quorum", "all"):
             raise InvalidArgument(f"read_fanout must be 'quorum' or 'all', got {self.read_fanout!r}")
+        if self.write_fanout not in ("quorum", "all"):
+            raise InvalidArgument(f"write_fanout must be 'quorum' or 'all', got {self.write_fanout!r}")
         spec = self.speculative_retry
         if isinstance(spec, str):
             try:

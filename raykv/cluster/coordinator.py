@@ -46,11 +46,13 @@ from ..errors import NodeUnavailable, QuorumNotReached, RayKVError
 
 MAX_TOKEN = TOKEN_SPACE - 1
 FANOUT_READS = ("get", "get_many")   # the reads that ask R replicas (read_fanout="quorum"); get_raw asks all
+TIMED = FANOUT_READS + ("put",)      # the requests whose recent durations set their speculative delay
 SPECULATE_FALLBACK = 0.05   # seconds, speculative_retry "NNp" before the window has enough reads
 SPECULATE_MIN = 0.002       # ... and its bounds: never speculate sooner (a storm of spare reads) ...
 SPECULATE_MAX = 1.0         # ... nor later (a hung replica would cost this, not request_timeout)
 COUNTERS = ("ops", "gets", "puts", "keys_read", "keys_written", "read_repairs", "sloppy_writes", "write_retries",
-            "quorum_failures", "node_failures", "refreshes", "scan_pages", "speculative_reads")
+            "quorum_failures", "node_failures", "refreshes", "scan_pages", "speculative_reads",
+            "speculative_writes")
 
 
 class _Driver:
@@ -113,8 +115,8 @@ class Coordinator:
         self._refreshing = False
         self._rests = 0                     # bulk read rounds planned: which node rests next (``ReadRound.rest``)
         self.reply_size = ReplySize()       # bytes per key of read replies, to size read calls
-        # durations of recent reads that asked R replicas, per op: single-key gets and bulk rounds differ ~5x
-        self.read_latency = {op: LatencyWindow() for op in FANOUT_READS}   # (speculative_retry "NNp")
+        # durations of recent requests that asked R (W) replicas first, per op: a bulk read takes ~5x a get
+        self.latency = {op: LatencyWindow() for op in TIMED}   # (speculative_retry "NNp")
 
     # ------------------------------------------------------------------ membership
     async def refresh(self) -> None:
@@ -191,7 +193,10 @@ class Coordinator:
         """A write round for one key (value None = delete) and the new version's clock. No I/O."""
         q = write_quorum(self.config, w, consistency, self.config.local_datacenter)
         sib = self._mint(key, value, context, ttl)
-        return self._round(WriteRound, "put", [key], [encode_siblings([sib])], q=q), sib.clock
+        rnd = self._round(WriteRound, "put", [key], [encode_siblings([sib])], q=q)
+        if q.mode == "count" and self.config.write_fanout == "quorum":
+            rnd.fanout = q.required          # W replicas first, the spares after the acks or on a failure
+        return rnd, sib.clock
 
     def plan_put_many(self, items: list[tuple[bytes, bytes | None]], *, w: int | None = None,
                       consistency: str | None = None, ttl: float | None = None) -> tuple[WriteRound, dict]:
@@ -238,14 +243,14 @@ class Coordinator:
         return rnd
 
     def speculative_delay(self, op: str = "get_many") -> float:
-        """Seconds a read round of ``op`` ("get" or "get_many") that asked R replicas waits before asking spare
-        ones (``config.speculative_retry``): fixed, or the configured percentile of recent reads of that op
-        (``read_latency[op]``) within [``SPECULATE_MIN``, ``SPECULATE_MAX``], ``SPECULATE_FALLBACK`` until
-        enough were seen."""
+        """Seconds a round of ``op`` (``TIMED``: "get", "get_many", "put") that asked R (W) replicas waits
+        before asking spare ones (``config.speculative_retry``): fixed, or the configured percentile of recent
+        requests of that op (``latency[op]``) within [``SPECULATE_MIN``, ``SPECULATE_MAX``],
+        ``SPECULATE_FALLBACK`` until enough were seen."""
         spec = self.config.speculative_retry
         if not isinstance(spec, str):
             return float(spec)
-        v = self.read_latency[op].percentile(float(spec[:-1]))
+        v = self.latency[op].percentile(float(spec[:-1]))
         return SPECULATE_FALLBACK if v is None else min(SPECULATE_MAX, max(SPECULATE_MIN, v))
 
     def _round(self, cls, op: str, *what, q: Quorum):
@@ -276,8 +281,15 @@ class Coordinator:
     async def _write(self, rnd: WriteRound, timeout: float | None) -> None:
         timeout = timeout or self.config.request_timeout
         d = _Driver(self.transport, rnd, timeout)
+        t0 = self.transport.now()
         d.launch(rnd.start())
+        if rnd.fanout is not None:
+            await d.until(lambda: rnd.decided, self.speculative_delay("put"))
+            d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 2 * timeout)
+        if rnd.fanout is not None:
+            self.latency["put"].add(self.transport.now() - t0)
+            d.launch(rnd.rest())             # the replicas not written yet: not waited for
         rnd.finish()
 
     # ------------------------------------------------------------------ reads
@@ -318,7 +330,7 @@ class Coordinator:
             d.launch(rnd.speculate())
         await d.until(lambda: rnd.decided, 3 * timeout)
         if rnd.fanout is not None:
-            self.read_latency[op].add(self.transport.now() - t0)
+            self.latency[op].add(self.transport.now() - t0)
         rnd.finish()
         out = rnd.values(self.transport.now()) if values else rnd.result(self.transport.now(), raw)
         self.transport.spawn(self._read_repair(rnd, d, timeout))

@@ -182,6 +182,17 @@ class _Round:
 class WriteRound(_Round):
     """One write request: ``keys[i]`` gets the encoded sibling set ``blobs[i]`` (its new version) on every replica.
 
+    Who is written when: with ``fanout`` unset, every replica at once (Dynamo, Cassandra). With ``fanout`` set
+    (``Coordinator.plan_put``: a single-key put in count mode with ``write_fanout="quorum"``, the default), the
+    first ``fanout`` (= W) replicas that are up, in ring order, up front; the others are *spares*. A key's next
+    spare is written at once when a replica it was sent to fails, and every undecided key's next spare when the
+    driver calls ``speculate()`` (``config.speculative_retry`` after the round started waiting). Once the round
+    is decided the driver sends ``rest()``: every spare not written yet, not waited for. So every replica still
+    gets the write, as with all N at once; what changes is that the Nth call leaves after the W acks instead of
+    before them. Why: on a shared host the third call's send and the third replica's work are paid in the
+    put's latency (3 calls, wait for 2: 2.1-2.4x a raw call; W first: 2.0-2.2x, docs/benchmarks.md "Session 9").
+    A spare that is down gets its copy through a hinted fallback, like a down replica at ``start()``.
+
     A call's tag is ``(node, slots, hinted)``; ``slots`` None marks a best-effort copy to a pending owner."""
 
     def __init__(self, op: str, keys: list[bytes], blobs: list[bytes], q: Quorum, membership: Membership,
@@ -194,6 +205,9 @@ class WriteRound(_Round):
         self.reroutes: dict[int, int] = {}         # slot -> times its write was re-routed
         self._sizes: list[int] | None = None
         self.digests: list[bytes] | None = None    # the keys' ``ring.key_digests``, set by start()
+        self.fanout: int | None = None             # replicas written up front per key; None: all (set before start)
+        self.speculated = False
+        self._spares: list[list[int]] | None = None   # per key: positions not written yet, in order (fanout only)
         counters["ops"] += 1
         counters["puts"] += 1
         counters["keys_written"] += len(keys)
@@ -235,7 +249,10 @@ class WriteRound(_Round):
         self.digests = key_digests(self.keys)
         prefs = read_ring.preference_tuples(self.keys, n, dcr, self.digests)
         self.tallies = KeyTallies(self.q, prefs, self.dc_of)
-        direct, down = _fan(prefs, self.up.__getitem__)
+        if self.fanout is None:
+            direct, down = _fan(prefs, self.up.__getitem__)
+        else:
+            direct, down = self._fan_first(prefs, self.fanout)
         hinted: dict[str, tuple[list, list]] = {}
         for i, j, _node in down:
             self._reroute(i << SLOT_BITS | j, hinted)
@@ -249,11 +266,77 @@ class WriteRound(_Round):
             sends += self._sends(extra, False)
         return sends
 
+    def _fan_first(self, prefs: list[tuple], f: int) -> tuple[dict, list]:
+        """Like ``_fan``, but each key to its first ``f`` replicas that are up (then the down ones, if fewer are
+        up, as rejected positions for hinted fallbacks); records every key's other positions as its spares."""
+        up = self.up
+        groups: dict[str, tuple[list, list]] = {}
+        down, spares = [], [None] * len(prefs)
+        for p, idx in _group(prefs).items():
+            order = sorted(range(len(p)), key=lambda j: not up[p[j]])      # stable: ring order among equals
+            for j in order[:f]:
+                if not up[p[j]]:
+                    down.extend((i, j, p[j]) for i in idx)
+                    continue
+                g = _share(groups, p[j])
+                g[0].extend(idx)
+                g[1].extend([i << SLOT_BITS | j for i in idx])
+            for i in idx:
+                spares[i] = order[f:]
+        self._spares = spares
+        return groups, down
+
+    def _spill(self, keys, every: bool) -> list[Send]:
+        """The sends that write each key of ``keys`` to its next spare (all its spares left, with ``every``):
+        the replica itself when it is up, else a hinted fallback for it."""
+        t, spares = self.tallies, self._spares
+        direct: dict[str, tuple[list, list]] = {}
+        hinted: dict[str, tuple[list, list]] = {}
+        for i in keys:
+            sp = spares[i]
+            while sp:
+                j, sp = sp[0], sp[1:]
+                spares[i] = sp
+                slot, node = i << SLOT_BITS | j, t.prefs[i][j]
+                if self.up[node]:
+                    g = _share(direct, node)
+                    g[0].append(i)
+                    g[1].append(slot)
+                else:
+                    self._reroute(slot, hinted)
+                if not every:
+                    break
+        return self._sends(direct, False) + self._sends(hinted, True)
+
+    def speculate(self) -> list[Send]:
+        """The calls that write every undecided key's next spare; at most once per round, nothing for a round
+        that wrote every replica up front. For a driver whose round is not decided after
+        ``config.speculative_retry`` seconds: a slow or silently dead replica costs that, not a timeout."""
+        if self.speculated or self._spares is None or self.decided:
+            return []
+        self.speculated = True
+        t = self.tallies
+        sends = self._spill([i for i in range(len(self.keys)) if t.decision(i) == "wait"], False)
+        if sends:
+            self.counters["speculative_writes"] += 1
+        return sends
+
+    def rest(self) -> list[Send]:
+        """Once decided: the calls that write every spare not written yet (a driver need not wait for them)."""
+        if self._spares is None:
+            return []
+        return self._spill(range(len(self.keys)), True)
+
     def _sends(self, groups: dict[str, tuple[list, list | None]], hinted: bool) -> list[Send]:
         out = []
         keys, blobs, prefs = self.keys, self.blobs, self.tallies.prefs
         cap = self.max_payload
         for node, (idx, slots) in groups.items():
+            if not hinted and self.plain is not None and len(self.plain) == 1:
+                # one key (a single put): nothing to cut, and every replica gets the very same payload object,
+                # which a driver may then serialize once
+                out.append((node, "put_encoded", self.plain, (node, slots, False)))
+                continue
             if not hinted and self.blind is not None:
                 payload = self.blind.wire(keys, idx, self.digests)
                 if not cap or self.blind.wire_size(payload) <= cap:     # the usual share: one call, no cutting
@@ -306,6 +389,7 @@ class WriteRound(_Round):
             self.failed_node(node)
         count, dc_of, prefs = self.q.mode == "count", self.dc_of, t.prefs
         regroup: dict[str, tuple[list, list]] = {}
+        short = []                              # keys a failure left short: their next spare is written too
         for k, s in enumerate(slots):
             if exc is None and res[k]:
                 # a hint held in another datacenter is stored, but does not count towards its replica's
@@ -315,8 +399,12 @@ class WriteRound(_Round):
             tries = self.reroutes.get(s, 0)
             if tries < WRITE_REROUTES and t.decision(s >> SLOT_BITS) == "wait":
                 self.reroutes[s] = tries + 1
+                short.append(s >> SLOT_BITS)
                 if self._reroute(s, regroup):
                     self.counters["write_retries"] += 1
                 continue
             t.report(s, False)
-        return self._sends(regroup, True)
+        sends = self._sends(regroup, True)
+        if short and self._spares is not None:
+            sends += self._spill([i for i in dict.fromkeys(short) if t.decision(i) == "wait"], False)
+        return sends

@@ -243,7 +243,7 @@ def test_single_key_get_asks_r_replicas_and_speculates_after_its_own_percentile(
             assert values(await c.get(key)) == [b"v"]
         spec = c.counters["speculative_reads"]        # a get slower than the p99 so far asks its spare: rare
         assert len(asks) == 2 * 40 + spec and spec <= 4, (len(asks), spec)
-        assert len(c.read_latency["get"]) == 40 and len(c.read_latency["get_many"]) == 0
+        assert len(c.latency["get"]) == 40 and len(c.latency["get_many"]) == 0
         delay = c.speculative_delay("get")
         assert delay < SPECULATE_FALLBACK / 2, delay
         sim.isolate(sim._ring().preference_list(key, 3)[0])
@@ -257,6 +257,48 @@ def test_single_key_get_asks_r_replicas_and_speculates_after_its_own_percentile(
         sim.heal()
         await c.get(key)
         assert len(asks) == 3
+    sim.run_booted(body)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_single_key_put_writes_w_replicas_first_then_the_rest_and_speculates(seed):
+    """A ``put`` writes W = 2 replicas up front and the third once they acked (``write_fanout="quorum"``), so
+    every replica holds each write. A replica that stops answering costs about the 99th percentile of recent
+    puts (their own window), then the spare is written, and the put succeeds."""
+    from raykv.cluster.coordinator import SPECULATE_FALLBACK
+    sim = Simulation(seed=seed, config=NO_AE)
+    c = sim.coordinator("c0")
+    keys = [b"put-%d" % i for i in range(40)]
+
+    async def body():
+        writes = []
+        real = c.transport.call
+
+        async def spy(node, method, *args, timeout):
+            if method == "put_encoded":
+                writes.append(node)
+            return await real(node, method, *args, timeout=timeout)
+        c.transport.call = spy
+        for k in keys:
+            await c.put(k, b"v" + k)
+        await sim.sleep(1.0)                          # the third copies were not waited for: let them land
+        # a put slower than every one before it (the p99 of a short window is its max) writes its spare early:
+        # a few of 40; the spare is then spent, so each replica is still written exactly once
+        spec = c.counters["speculative_writes"]
+        assert len(writes) == 3 * 40 and spec <= 8, (len(writes), spec)
+        assert len(c.latency["put"]) == 40
+        for k in keys:
+            for node in sim._ring().preference_list(k, 3):
+                assert values(sim.nodes[node].backend.get(k)) == [b"v" + k], (k, node)
+        delay = c.speculative_delay("put")
+        assert delay < SPECULATE_FALLBACK / 2, delay
+        first = sim._ring().preference_list(b"late", 3)[0]
+        sim.isolate(first)
+        t0 = sim.now()
+        await c.put(b"late", b"v")
+        took = sim.now() - t0
+        assert c.counters["speculative_writes"] == spec + 1
+        assert delay <= took < SPECULATE_FALLBACK, (delay, took)
     sim.run_booted(body)
 
 

@@ -70,13 +70,13 @@ def test_the_delay_is_the_percentile_of_recent_bulk_reads_within_bounds():
     assert c.speculative_delay() == coord_mod.SPECULATE_FALLBACK            # nothing seen yet
     rng = random.Random(2)
     for _ in range(500):
-        c.read_latency["get_many"].add(rng.uniform(0.004, 0.008))
+        c.latency["get_many"].add(rng.uniform(0.004, 0.008))
     assert 0.0075 < c.speculative_delay() <= 0.008
     for _ in range(2000):
-        c.read_latency["get_many"].add(0.0001)
+        c.latency["get_many"].add(0.0001)
     assert c.speculative_delay() == coord_mod.SPECULATE_MIN               # never a storm of spare reads
     for _ in range(2000):
-        c.read_latency["get_many"].add(30.0)
+        c.latency["get_many"].add(30.0)
     assert c.speculative_delay() == coord_mod.SPECULATE_MAX
     c.config = c.config.with_(speculative_retry=0.2)
     assert c.speculative_delay() == 0.2                                   # fixed seconds: the window is ignored
@@ -87,8 +87,8 @@ def test_single_key_gets_and_bulk_reads_keep_their_own_windows():
     late and bulk rounds early."""
     c = Coordinator("c", NoIO(), StoreConfig(), seeds=[], rng=random.Random(1))
     for _ in range(100):
-        c.read_latency["get"].add(0.003)
-        c.read_latency["get_many"].add(0.008)
+        c.latency["get"].add(0.003)
+        c.latency["get_many"].add(0.008)
     assert c.speculative_delay("get") == 0.003 and c.speculative_delay("get_many") == 0.008
     assert c.speculative_delay() == c.speculative_delay("get_many")
 

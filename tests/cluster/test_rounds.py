@@ -17,13 +17,14 @@ from raykv.cluster.ring import key_digests
 from raykv.cluster.transport import Transport
 from raykv.cluster.codec import decode_blind_wire, decode_siblings, encode_siblings
 from raykv.cluster.vclock import Sibling, VClock, merged_context
-from raykv.errors import NodeUnavailable, QuorumNotReached
+from raykv.errors import InvalidArgument, NodeUnavailable, QuorumNotReached
 
 CFG = StoreConfig(replicas=3, read_quorum=2, write_quorum=2, tokens_per_node=16)
 NODES = [(f"n{i}", None) for i in range(1, 6)]
 DC_NODES = [("e1", "east"), ("e2", "east"), ("e3", "east"), ("w1", "west"), ("w2", "west")]
 DC_CFG = CFG.with_(dc_replicas={"east": 2, "west": 1}, local_datacenter="east")
 DOWN = NodeUnavailable("down")
+ALL_WRITES = CFG.with_(write_fanout="all")      # a single put written to all N at once (Dynamo, Cassandra)
 
 
 class NoIO(Transport):
@@ -89,7 +90,7 @@ def fail(rnd, send) -> list:
 # ---------------------------------------------------------------------------------------------- writes
 
 def test_put_one_send_per_replica_same_bytes_decided_after_w_acks():
-    c = coordinator()
+    c = coordinator(ALL_WRITES)
     rnd, clock = c.plan_put(b"k", b"v")
     sends = by_node(rnd.start())
     assert sorted(sends) == sorted(pref(c, b"k"))
@@ -105,7 +106,7 @@ def test_put_one_send_per_replica_same_bytes_decided_after_w_acks():
 
 
 def test_put_failed_replicas_rerouted_with_hints_then_quorum_not_reached():
-    c = coordinator()
+    c = coordinator(ALL_WRITES)
     rnd, _ = c.plan_put(b"k", b"v")
     sends = by_node(rnd.start())
     a, b, r3 = pref(c, b"k")
@@ -128,7 +129,7 @@ def test_put_failed_replicas_rerouted_with_hints_then_quorum_not_reached():
 
 
 def test_put_rerouted_hint_ack_counts_for_the_failed_replica():
-    c = coordinator()
+    c = coordinator(ALL_WRITES)
     rnd, _ = c.plan_put(b"k", b"v")
     sends = by_node(rnd.start())
     a, b, _ = pref(c, b"k")
@@ -142,7 +143,7 @@ def test_put_rerouted_hint_ack_counts_for_the_failed_replica():
 
 
 def test_put_replica_down_at_plan_time_goes_to_hinted_fallback():
-    c = coordinator()
+    c = coordinator(ALL_WRITES)
     a, b, r3 = pref(c, b"k")
     c.membership.suspect(b, 0.0)
     rnd, _ = c.plan_put(b"k", b"v")
@@ -157,6 +158,85 @@ def test_put_replica_down_at_plan_time_goes_to_hinted_fallback():
     ack(rnd, sends[a])                  # a + the hint held for b = W
     assert rnd.decided
     rnd.finish()
+
+
+def test_put_writes_w_replicas_first_and_the_others_once_decided():
+    """``write_fanout="quorum"`` (the default): W = 2 replicas up front, the third by ``rest()`` after the acks,
+    with the same bytes; nothing is written twice."""
+    c = coordinator()
+    rnd, _ = c.plan_put(b"k", b"v")
+    a, b, r3 = pref(c, b"k")
+    sends = by_node(rnd.start())
+    assert rnd.fanout == 2 and sorted(sends) == sorted([a, b])
+    assert sends[a][2] is sends[b][2]                # one payload object: a driver pickles it once
+    ack(rnd, sends[a])
+    assert not rnd.decided
+    ack(rnd, sends[b])
+    assert rnd.decided
+    (third,) = rnd.rest()
+    assert third[:3] == (r3, "put_encoded", [(b"k", rnd.blobs[0])])
+    assert rnd.rest() == [] and rnd.speculate() == []                    # every replica written once
+    rnd.finish()
+    assert c.counters["speculative_writes"] == 0 and c.counters["sloppy_writes"] == 0
+
+
+def test_put_failed_replica_writes_the_spare_and_a_hint_for_it():
+    """A replica written up front fails: its copy goes to a hinted fallback (as with all N) and the spare
+    replica is written at once; either ack completes W."""
+    c = coordinator()
+    rnd, _ = c.plan_put(b"k", b"v")
+    a, b, r3 = pref(c, b"k")
+    f1 = fallbacks(c, b"k")[0]
+    sends = by_node(rnd.start())
+    ack(rnd, sends[a])
+    retry = by_node(fail(rnd, sends[b]))
+    assert sorted(retry) == sorted([f1, r3])
+    assert retry[f1][2] == [(b"k", rnd.blobs[0], b)] and retry[r3][2] == [(b"k", rnd.blobs[0])]
+    ack(rnd, retry[r3])
+    assert rnd.decided and rnd.rest() == []                              # the spare is spent
+    rnd.finish()
+
+
+def test_put_speculates_once_on_a_slow_replica():
+    """A replica that neither acks nor fails (SIGSTOP, a partition): ``speculate()`` writes the spare, once."""
+    c = coordinator()
+    rnd, _ = c.plan_put(b"k", b"v")
+    a, b, r3 = pref(c, b"k")
+    sends = by_node(rnd.start())
+    ack(rnd, sends[a])
+    (spare,) = rnd.speculate()
+    assert spare[0] == r3 and rnd.speculate() == []
+    ack(rnd, spare)
+    assert rnd.decided and rnd.rest() == []
+    rnd.finish()
+    assert c.counters["speculative_writes"] == 1
+
+
+def test_put_fanout_skips_a_down_replica_and_hints_a_down_spare():
+    """Up replicas are written first (ring order among them); a spare known down gets its copy through a
+    hinted fallback in ``rest()``."""
+    c = coordinator()
+    a, b, r3 = pref(c, b"k")
+    c.membership.suspect(a, 0.0)
+    rnd, _ = c.plan_put(b"k", b"v")
+    sends = by_node(rnd.start())
+    assert sorted(sends) == sorted([b, r3])                              # the first replica is down: skipped
+    for s in sends.values():
+        ack(rnd, s)
+    assert rnd.decided
+    (hint,) = rnd.rest()
+    assert hint[0] == fallbacks(c, b"k")[0] and hint[2] == [(b"k", rnd.blobs[0], a)]
+    rnd.finish()
+
+
+def test_put_fanout_only_for_one_key_in_count_mode():
+    """``put_many``, datacenter quorums and ``write_fanout="all"`` write every replica up front."""
+    assert coordinator().plan_put_many([(b"a", b"1"), (b"b", b"2")])[0].fanout is None
+    assert coordinator(ALL_WRITES).plan_put(b"k", b"v")[0].fanout is None
+    assert coordinator(DC_CFG, DC_NODES).plan_put(b"k", b"v", consistency="local_quorum")[0].fanout is None
+    assert coordinator().plan_put(b"k", b"v", w=3)[0].fanout == 3
+    with pytest.raises(InvalidArgument, match="write_fanout"):
+        CFG.with_(write_fanout="some").validate()
 
 
 def test_put_many_one_send_per_node_each_key_n_times():

@@ -99,11 +99,11 @@ def test_client_routing_rides_out_a_dead_replica_and_repairs_a_stale_one_on_read
         kv.shutdown()
 
 
-def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_session, store_dir):
+def test_client_reads_and_puts_ask_r_or_w_replicas_and_speculate_past_a_stopped_one(ray_session, store_dir):
     """``get_many`` (and ``get``) from the driver asks R = 2 replicas per key (the nodes count the keys they are
     asked for).
     A replica whose process is stopped (SIGSTOP: alive to Ray, silent to us) costs ``speculative_retry``
-    (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares."""
+    (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares, and a put writes its spare."""
     kv = raykv.start(name="route3", nodes=5, data_dir=store_dir, request_timeout=10.0)
     keys = [b"b%d" % i for i in range(300)]
     stopped = None
@@ -132,6 +132,12 @@ def test_client_bulk_reads_ask_r_replicas_and_speculate_past_a_stopped_one(ray_s
         t0 = time.monotonic()                     # a single-key get asks R = 2 too, the stopped one first
         assert kv.get(keys[0]) == b"v" + keys[0]
         assert time.monotonic() - t0 < 2.0
+        fresh = next(k for k in (b"p%d" % i for i in range(1000)) if replicas_of(kv, k)[0] == victim)
+        t0 = time.monotonic()                     # a single-key put writes W = 2 first, the stopped one first
+        kv.put(fresh, b"new")
+        assert time.monotonic() - t0 < 2.0
+        assert counters["speculative_writes"] == 1
+        assert kv.get(fresh) == b"new"
     finally:
         if stopped is not None:
             os.kill(stopped, signal.SIGCONT)
