@@ -214,6 +214,18 @@ class Coalescer:
         self.items = 0
         self._woken = 0
 
+    def _solo(self) -> bool:
+        """Whether a caller may send its request alone, right now, with no slot: nothing is waiting, a batch
+        may start and no callers were just woken by one (they are about to send again: better together). The
+        usual case for a lone caller. It then holds a place in flight until ``_release``."""
+        with self._lock:
+            if self._pending or self._woken or self._in_flight >= self.max_in_flight:
+                return False
+            self._in_flight += 1
+            self.batches += 1
+            self.items += 1
+            return True
+
     def _enqueue(self, slot: _Slot) -> bool:
         with self._lock:
             if len(self._pending) >= self.max_pending:
@@ -272,6 +284,11 @@ class Coalescer:
 
     def run(self, item):
         """Blocking: the outcome value, or raise its exception."""
+        if self._solo():       # alone: no slot, no batch bookkeeping (~30 us a request on a loaded host)
+            try:
+                return self.send_one(item)()
+            finally:
+                self._release()
         me = _Slot(item, None)
         lead = self._enqueue(me)
         while me.outcome is None:
@@ -300,6 +317,11 @@ class Coalescer:
 
     async def arun(self, item):
         """Async twin of ``run``: followers await, the leader awaits the batch."""
+        if self._solo():
+            try:
+                return await self.send_one(item).aresult()
+            finally:
+                self._release()
         me = _Slot(item, asyncio.get_running_loop())
         lead = self._enqueue(me)
         while me.outcome is None:

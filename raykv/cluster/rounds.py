@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Callable
+from typing import Callable, Sequence
 
 from .config import StoreConfig
 from .membership import Membership
@@ -207,7 +207,7 @@ class WriteRound(_Round):
         self.digests: list[bytes] | None = None    # the keys' ``ring.key_digests``, set by start()
         self.fanout: int | None = None             # replicas written up front per key; None: all (set before start)
         self.speculated = False
-        self._spares: list[list[int]] | None = None   # per key: positions not written yet, in order (fanout only)
+        self._spares: list[Sequence[int]] | None = None   # per key: positions not written yet, in order (fanout only)
         counters["ops"] += 1
         counters["puts"] += 1
         counters["keys_written"] += len(keys)
@@ -273,7 +273,9 @@ class WriteRound(_Round):
         groups: dict[str, tuple[list, list]] = {}
         down, spares = [], [None] * len(prefs)
         for p, idx in _group(prefs).items():
-            order = sorted(range(len(p)), key=lambda j: not up[p[j]])      # stable: ring order among equals
+            order = range(len(p))
+            if not all(map(up.__getitem__, p)):
+                order = sorted(order, key=lambda j: not up[p[j]])          # stable: ring order among equals
             for j in order[:f]:
                 if not up[p[j]]:
                     down.extend((i, j, p[j]) for i in idx)
@@ -328,6 +330,8 @@ class WriteRound(_Round):
         return self._spill(range(len(self.keys)), True)
 
     def _sends(self, groups: dict[str, tuple[list, list | None]], hinted: bool) -> list[Send]:
+        if not groups:
+            return []
         out = []
         keys, blobs, prefs = self.keys, self.blobs, self.tallies.prefs
         cap = self.max_payload

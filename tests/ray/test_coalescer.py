@@ -51,6 +51,30 @@ def test_a_lone_caller_sends_a_single_key_call_at_once():
     assert log == [("one", "a")]
 
 
+def test_a_lone_callers_request_needs_no_slot_and_hands_over_to_those_who_queued_meanwhile(monkeypatch):
+    """A lone caller sends at once without a waiting slot; callers that arrive while its call is out queue up
+    and go together, in one batch, when it returns."""
+    import raykv.actors.client as client_mod
+    c, log = make(delay=0.1, max_in_flight=1)
+    slots = []
+    real_slot = client_mod._Slot
+    monkeypatch.setattr(client_mod, "_Slot", lambda *a: slots.append(a) or real_slot(*a))
+    assert c.run("alone") == "ALONE" and slots == []
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("a", c.run("a")))
+    first.start()
+    time.sleep(0.03)                    # "a" is out, alone
+    late = [threading.Thread(target=lambda i=i: results.setdefault(i, c.run(f"k{i}"))) for i in range(5)]
+    for t in late:
+        t.start()
+    for t in [first, *late]:
+        t.join()
+    assert results == {"a": "A", **{i: f"K{i}" for i in range(5)}}
+    assert log[:2] == [("one", "alone"), ("one", "a")]
+    assert [kind for kind, _ in log[2:]] == ["many"] and sorted(log[2][1]) == [f"k{i}" for i in range(5)]
+    assert len(slots) == 5 and c.batches == 3 and c.items == 7
+
+
 def test_concurrent_threads_are_batched_and_every_caller_gets_its_own_answer():
     c, log = make(delay=0.02, max_in_flight=1)
     results = {}
