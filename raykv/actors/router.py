@@ -409,8 +409,7 @@ class ClientRouter:
             first = min(entry[4] for entry in out.values())
             ready, _ = ray.wait(list(out), num_returns=min(want, len(out)),
                                 timeout=max(0.0, min(first, wake) - now))
-            for ref in ready:
-                self._feed(out, ref, timeout)
+            self._feed_all(out, ready, timeout)
             self._expire(out, time.monotonic(), timeout)
 
     def _expire(self, out: dict, now: float, timeout: float) -> None:
@@ -418,6 +417,26 @@ class ClientRouter:
             rnd, tag, node, method, _ = out.pop(ref)
             self._reply(rnd, out, tag, None, NodeUnavailable(
                 f"storage node {node!r} did not answer {method!r} within {timeout}s"), timeout)
+
+    def _feed_all(self, out: dict, ready: list, timeout: float) -> None:
+        """``_feed`` each ready reply, their values fetched in one ``ray.get`` when none failed (a call each
+        otherwise, so a failed one is told apart)."""
+        if len(ready) > 1:
+            try:
+                blobs = ray.get(ready)
+            except Exception:   # noqa: BLE001 - some call failed: feed them one by one
+                pass
+            else:
+                for ref, blob in zip(ready, blobs):
+                    rnd, tag, node, method, _ = out.pop(ref)
+                    try:
+                        res, exc = unpack_result(blob), None
+                    except Exception as e:  # noqa: BLE001 - as in _feed
+                        res, exc = None, self.transport.map_error(e, node, method)
+                    self._reply(rnd, out, tag, res, exc, timeout)
+                return
+        for ref in ready:
+            self._feed(out, ref, timeout)
 
     def _feed(self, out: dict, ref, timeout: float) -> None:
         rnd, tag, node, method, _ = out.pop(ref)
