@@ -6,25 +6,29 @@ of two, and no second pickling of the batch. The router holds a plain
 ``raykv.cluster.coordinator.Coordinator`` for its state (membership view, dot
 minter, counters) and its planning (``plan_put``, ``plan_read``: the very
 rounds of ``raykv.cluster.rounds`` the coordinator actors and the simulator
-run), and drives each round synchronously in the caller's thread: one
-``.remote()`` per replica node, then ``ray.wait(refs, num_returns=1)`` until
-the round is decided (``ray.wait`` is the quorum primitive).
+run), and drives each round synchronously in the caller's thread
+(``round_driver.RoundDriver``: one ``.remote()`` per replica node, then
+``ray.wait`` until the round is decided: ``ray.wait`` is the quorum primitive).
 
 One daemon thread does the background work: it refreshes the membership view
 (a ``gossip`` call to a random up node every ``gossip_interval``, so the phi
 detector keeps seeing heartbeats while the driver is idle) and, every
-``LATE_EVERY`` seconds, runs read repair: one non-blocking ``ray.wait`` over
-the replies that came after their read's quorum, then the merge pushed to
-stale replicas. A read hands its late replies over with a deque append, so
-the daemon is not woken per request. The router's actor id (the ``actor`` of the dots it
-mints) is fresh per process, like a coordinator's.
+``LATE_EVERY`` seconds, sends the copies single-key puts made past their W
+acks (one call per node for all of them: ``_flush_behind``) and runs read
+repair: one non-blocking ``ray.wait`` over the replies that came after their
+read's quorum, then the merge pushed to stale replicas. Requests hand both over
+with a deque append, so the daemon is not woken per request. The router's actor
+id (the ``actor`` of the dots it mints) is fresh per process, like a
+coordinator's.
 
 Threads: the ``Coordinator`` and each round are touched only under ``mu``;
 ``ray.wait`` runs outside it, so concurrent callers wait in parallel. Async
 callers run the same path in a worker thread (``asyncio.to_thread``).
 
-Cost: a single-key put or get is one Ray call per replica (3 at N=3), issued
-from the driver; a batch of keys is one call per replica node.
+Cost: a single-key get is one Ray call to each of R replicas, a single-key put
+one to each of W replicas (plus a share of the daemon's batched call for the
+other N - W copies), issued from the driver; a batch of keys is one call per
+replica node.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from itertools import repeat
 import ray
 
 from raykv.actors.metrics import Metrics
+from raykv.actors.round_driver import RoundDriver
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
 from raykv.cluster.rounds import bulk_write_rounds, raise_failed
 from raykv.cluster.vclock import VClock
@@ -103,10 +108,12 @@ class ClientRouter:
         self.coord = Coordinator(f"d{uuid.uuid4().hex[:12]}", self.transport, config, seeds=list(seeds),
                                  rng=random.Random())
         self.mu = threading.Lock()
+        self.driver = RoundDriver(self.transport, self.mu)
         self._stop = threading.Event()
         self.metrics = Metrics(store, "client", self.coord.actor)   # like a coordinator actor's, from this process
         self._late: collections.deque = collections.deque()     # reads still waiting for their last replies
         self._pushes: dict = {}                                  # read-repair calls in flight
+        self._behind: collections.deque = collections.deque()    # (node, items): puts' copies past W, to send
         self._thread: threading.Thread | None = None
         self._closed = False
         freeze_heap()
@@ -183,14 +190,14 @@ class ClientRouter:
             sends = rnd.start()
             delay = None if rnd.fanout is None else self.coord.speculative_delay("put")
         out: dict = {}
-        self._submit(rnd, sends, out, timeout)
+        self.driver.submit(rnd, sends, out, timeout)
         t0 = time.monotonic()
-        self._drive([rnd], out, timeout, 2, "decided", speculate=delay)
-        if rnd.fanout is not None:     # W replicas were written first: now the others, not waited for
+        self.driver.drive([rnd], out, timeout, 2, "decided", speculate=delay)
+        if rnd.fanout is not None:     # W replicas were written first: the others' copies go out behind
             with self.mu:
                 self.coord.latency["put"].add(time.monotonic() - t0)
                 rest = rnd.rest()
-            self._submit(rnd, rest, {}, timeout)
+            self._behind.extend((node, payload) for node, _method, payload, _tag in rest)
         self._finish("put", [rnd])
         return clock
 
@@ -222,7 +229,7 @@ class ClientRouter:
                     sends = rnd.start()
                 rounds.append(rnd)
                 minted.append((rnd.keys, dots, now))
-                self._submit(rnd, sends, out, timeout)
+                self.driver.submit(rnd, sends, out, timeout)
             self._count_once(rounds, "puts")
             # the new versions are built while the nodes write, not before the first call goes out
             result = {}
@@ -232,7 +239,7 @@ class ClientRouter:
                 else:
                     raw = VClock._raw
                     result.update({key: raw({a: n}, {a: now}) for key, (a, n) in zip(keys, dots)})
-            self._drive(rounds, out, timeout, 2, "decided")
+            self.driver.drive(rounds, out, timeout, 2, "decided")
             self._finish("put_many", rounds)
             del rounds
             return result
@@ -280,7 +287,7 @@ class ClientRouter:
                 rnd = self.coord.plan_read(op, keys[lo:lo + READ_ROUND], r=r, consistency=consistency, values=values)
                 sends = rnd.start()
             rounds.append(rnd)
-            self._submit(rnd, sends, out, timeout)
+            self.driver.submit(rnd, sends, out, timeout)
         self._count_once(rounds, "gets")
         spares = rounds[0].fanout is not None
         delay = None
@@ -288,7 +295,7 @@ class ClientRouter:
             with self.mu:
                 delay = self.coord.speculative_delay(op)
         t0 = time.monotonic()
-        self._drive(rounds, out, timeout, 3, "decided", speculate=delay)
+        self.driver.drive(rounds, out, timeout, 3, "decided", speculate=delay)
         if spares:    # rounds are decided one after another: each took about its share of the wait
             with self.mu:
                 self.coord.latency[op].add((time.monotonic() - t0) / len(rounds))
@@ -340,11 +347,11 @@ class ClientRouter:
             ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             for ref in ready:
                 _rnd, out, timeout = refs[ref]
-                self._feed(out, ref, timeout)
+                self.driver.feed(out, ref, timeout)
         now = time.monotonic()
         for item in batch:
             rnd, out, timeout = item
-            self._expire(out, now, timeout)
+            self.driver.expire(out, now, timeout)
             if out:
                 self._late.append(item)
                 continue
@@ -357,6 +364,31 @@ class ClientRouter:
                     continue
                 self._pushes[ref] = (node, len(items), now + timeout)
         self._check_pushes(now)
+
+    def _flush_behind(self) -> None:
+        """Daemon thread, every ``LATE_EVERY`` s (and at ``close``): the copies single-key puts made past their W
+        acks (``WriteRound.rest``), one ``put_encoded`` per node for all of them (split at ``max_payload``), not
+        waited for. Why not one call per put, at once: that call, paid in the put's own latency, was ~0.15x a raw
+        round trip of a put's ~2.3x on a 2-core host, and one call carries the copies of many puts. Cost: a
+        replica past W gets its copy up to ``LATE_EVERY`` s later; a copy whose node is down or that this
+        process never sends (it exits first) is repaired by anti-entropy, as a lost copy past W always was."""
+        by: dict[str, list] = {}
+        while self._behind:
+            node, items = self._behind.popleft()
+            by.setdefault(node, []).extend(items)
+        cap = self.transport.max_payload
+        for node, items in by.items():
+            lo, size = 0, 0
+            for hi, item in enumerate(items, 1):
+                size += sum(map(len, item[:2])) + 24
+                if size >= cap or hi == len(items):
+                    try:
+                        self.transport.handle(node).call_packed.remote(pack_call("put_encoded", (items[lo:hi],)))
+                    except NodeUnavailable:
+                        with self.mu:
+                            self.coord._failed(node)
+                        break
+                    lo, size = hi, 0
 
     def _check_pushes(self, now: float) -> None:
         if not self._pushes:
@@ -376,98 +408,6 @@ class ClientRouter:
         with self.mu:
             self.coord.counters["read_repairs"] += repaired
 
-    # ------------------------------------------------------------------ the ray.wait loop
-    def _drive(self, rounds: list, out: dict, timeout: float, limit_factor: float, until: str,
-               speculate: float | None = None) -> None:
-        """Feed replies to their rounds until every round's ``<until>`` holds, or ``limit_factor * timeout``
-        seconds. ``out`` ({ref: (round, tag, node, method, deadline)}) keeps the calls still in flight.
-        ``speculate`` (reads): the first round not yet decided gets ``rnd.speculate()`` once it has been first
-        for that many seconds; rounds are in flight together, so each one's clock starts when the previous
-        one is decided, not when it was sent (a 10-round read would otherwise speculate on its queued tail)."""
-        end = time.monotonic() + limit_factor * timeout
-        head, head_at = 0, time.monotonic() + (speculate or 0.0)
-        while out:
-            with self.mu:
-                if all(getattr(rnd, until) for rnd in rounds):
-                    return
-                want = rounds[0].wanted() if len(rounds) == 1 and until == "decided" else 1
-            now = time.monotonic()
-            if now >= end:
-                return
-            wake = end
-            if speculate:
-                while head < len(rounds) and rounds[head].decided:
-                    head, head_at = head + 1, now + speculate
-                if head < len(rounds):
-                    if now >= head_at:
-                        with self.mu:
-                            sends = rounds[head].speculate()
-                        self._submit(rounds[head], sends, out, timeout)
-                        head, head_at = head + 1, now + speculate
-                        continue
-                    wake = min(wake, head_at)
-            first = min(entry[4] for entry in out.values())
-            ready, _ = ray.wait(list(out), num_returns=min(want, len(out)),
-                                timeout=max(0.0, min(first, wake) - now))
-            self._feed_all(out, ready, timeout)
-            self._expire(out, time.monotonic(), timeout)
-
-    def _expire(self, out: dict, now: float, timeout: float) -> None:
-        for ref in [ref for ref, entry in out.items() if entry[4] <= now]:
-            rnd, tag, node, method, _ = out.pop(ref)
-            self._reply(rnd, out, tag, None, NodeUnavailable(
-                f"storage node {node!r} did not answer {method!r} within {timeout}s"), timeout)
-
-    def _feed_all(self, out: dict, ready: list, timeout: float) -> None:
-        """``_feed`` each ready reply, their values fetched in one ``ray.get`` when none failed (a call each
-        otherwise, so a failed one is told apart)."""
-        if len(ready) > 1:
-            try:
-                blobs = ray.get(ready)
-            except Exception:   # noqa: BLE001 - some call failed: feed them one by one
-                pass
-            else:
-                for ref, blob in zip(ready, blobs):
-                    rnd, tag, node, method, _ = out.pop(ref)
-                    try:
-                        res, exc = unpack_result(blob), None
-                    except Exception as e:  # noqa: BLE001 - as in _feed
-                        res, exc = None, self.transport.map_error(e, node, method)
-                    self._reply(rnd, out, tag, res, exc, timeout)
-                return
-        for ref in ready:
-            self._feed(out, ref, timeout)
-
-    def _feed(self, out: dict, ref, timeout: float) -> None:
-        rnd, tag, node, method, _ = out.pop(ref)
-        try:
-            res, exc = unpack_result(ray.get(ref)), None
-        except Exception as e:  # noqa: BLE001 - mapped like the async transport does
-            res, exc = None, self.transport.map_error(e, node, method)
-        self._reply(rnd, out, tag, res, exc, timeout)
-
-    def _reply(self, rnd, out: dict, tag, res, exc, timeout: float) -> None:
-        with self.mu:
-            sends = rnd.on_reply(tag, res, exc)
-        self._submit(rnd, sends, out, timeout)
-
-    def _submit(self, rnd, sends: list, out: dict, timeout: float) -> None:
-        """Make a round's calls; a payload object several sends share (a single put's) is pickled once."""
-        sends = list(sends)
-        last = blob = None
-        while sends:
-            node, method, payload, tag = sends.pop()
-            if last is None or payload is not last[1] or method != last[0]:
-                last, blob = (method, payload), pack_call(method, (payload,))
-            try:
-                ref = self.transport.handle(node).call_packed.remote(blob)
-            except Exception as e:  # noqa: BLE001 - no such actor / submission failed: a failed reply
-                exc = self.transport.map_error(e, node, method)
-                with self.mu:
-                    sends.extend(rnd.on_reply(tag, None, exc))
-                continue
-            out[ref] = (rnd, tag, node, method, time.monotonic() + timeout)
-
     # ------------------------------------------------------------------ background thread
     def _start_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -484,6 +424,7 @@ class ClientRouter:
             if self._closed or not ray.is_initialized():
                 return
             try:
+                self._flush_behind()
                 self._drain_late()
                 if self.coord.view_age() >= interval:
                     self.refresh()
@@ -501,6 +442,10 @@ class ClientRouter:
     def close(self) -> None:
         self._closed = True
         self._stop.set()
+        try:
+            self._flush_behind()
+        except Exception:   # noqa: BLE001 - best effort: anti-entropy repairs what is not sent
+            pass
         try:
             self._export(force=True)
         except Exception:   # noqa: BLE001 - metrics must never break shutdown

@@ -103,16 +103,20 @@ def _fanout_floor(kv, write: bool = False):
     """What the fan-out costs with no raykv logic at all: one packed call to each replica a request asks,
     wait for the quorum's 2 (``ray.wait``). Writes (``write``): ``put_encoded`` of one pre-encoded version of a
     put's size (made once by the coordinator, so each node stores the same bytes a put would send), under its
-    own keys (``flo...``), to the replicas as a put sends it: W=2 first and the third once they acked
-    (``write_fanout="quorum"``, the default) or all 3 at once (``"all"``). Reads: ``get_encoded`` of the key
+    own keys (``flo...``), to the replicas as a put sends it: W=2, and the third copies batched per node every
+    ``router.LATE_EVERY`` s (``write_fanout="quorum"``, the default), or all 3 at once (``"all"``). Reads:
+    ``get_encoded`` of the key
     from the replicas a get asks: the first R=2 (``read_fanout="quorum"``, the default) or all 3 (``"all"``).
     The part of a put's or get's latency raykv cannot remove."""
     import ray
 
+    from raykv.actors.router import LATE_EVERY
     from raykv.actors.transport import pack_call
     router = kv._client.router
     ring = router.coord.membership.ring("read")
     replicas = kv.config.replicas
+    behind: dict = {}                 # node -> the copies past W not sent yet, and when they last were
+    last = [time.monotonic()]
     if write:
         asked = replicas if kv.config.write_fanout == "all" else kv.config.write_quorum
         with router.mu:
@@ -128,11 +132,16 @@ def _fanout_floor(kv, write: bool = False):
         else:
             key = b"lat%08d" % i
             call = pack_call("get_encoded", ([key],))
-        handles = [router.transport.handle(n) for n in ring.preference_list(key, replicas)]
-        ray.wait([h.call_packed.remote(call) for h in handles[:asked]], num_returns=2)
+        nodes = ring.preference_list(key, replicas)
+        ray.wait([router.transport.handle(n).call_packed.remote(call) for n in nodes[:asked]], num_returns=2)
         if write:
-            for h in handles[asked:]:
-                h.call_packed.remote(call)
+            for n in nodes[asked:]:
+                behind.setdefault(n, []).append((key, blob))
+            if time.monotonic() - last[0] >= LATE_EVERY:
+                for n, items in behind.items():
+                    router.transport.handle(n).call_packed.remote(pack_call("put_encoded", (items,)))
+                behind.clear()
+                last[0] = time.monotonic()
     return one
 
 

@@ -144,6 +144,43 @@ def test_client_reads_and_puts_ask_r_or_w_replicas_and_speculate_past_a_stopped_
         kv.shutdown()
 
 
+def test_a_put_returns_after_w_replicas_and_its_other_copy_goes_out_behind_it(ray_session, store_dir):
+    """A single-key put writes W = 2 replicas and returns; its third copy waits in the router's write-behind
+    queue (held here: nothing sends it), so the third replica does not have it yet; the daemon's flush sends
+    it, batched per node with the other puts' copies."""
+    import collections
+
+    kv = raykv.start(name="behind", nodes=5, data_dir=store_dir)
+    try:
+        router = kv._client.router
+        held = []
+
+        class Held(collections.deque):
+            def extend(self, copies):
+                held.extend(copies)
+
+        router._behind = Held()
+        keys = [b"w%d" % i for i in range(6)]
+        for k in keys:
+            kv.put(k, b"v" + k)
+        third = {k: replicas_of(kv, k)[2] for k in keys}
+        assert sorted((node, [item[0] for item in items]) for node, items in held) == \
+            sorted((third[k], [k]) for k in keys)
+
+        def stored(node, key):
+            blob = node_call(kv, node, "get_encoded", [key])[0]
+            return [s.value for s in decode_siblings(blob)] if blob else []
+        for k in keys:
+            assert stored(third[k], k) == []                       # not written before the flush
+            assert [stored(n, k) for n in replicas_of(kv, k)[:2]] == [[b"v" + k]] * 2
+        router._behind = collections.deque(held)
+        router._flush_behind()
+        assert not router._behind
+        wait_for(lambda: all(stored(third[k], k) == [b"v" + k] for k in keys), 10, what="the copies past W")
+    finally:
+        kv.shutdown()
+
+
 def test_client_routing_records_latencies_and_exports_counters(ray_session, store_dir, monkeypatch):
     """With client routing no coordinator sees the traffic, so the driver exports what a coordinator did."""
     import raykv.actors.router as router_mod
