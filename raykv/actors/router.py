@@ -64,6 +64,7 @@ READ_ROUND = 1000           # keys per bulk read round: asking R of N replicas, 
                             # (~400) answers in one message; 500 made twice the calls (docs/benchmarks.md)
 MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
+REFRESH_ASKS = 2            # nodes asked at once for their view on a refresh (the first answer is taken)
 LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
@@ -124,20 +125,37 @@ class ClientRouter:
 
     # ------------------------------------------------------------------ membership
     def refresh(self) -> bool:
-        """Pull the membership view from up to 4 nodes in turn until one answers (blocking)."""
+        """Pull the membership view from the gossip targets, ``REFRESH_ASKS`` at a time, the first answer
+        winning (blocking): a node that is stopped but not dead (SIGSTOP, a partition) is alive to Ray and
+        would hold a lone ask for ``request_timeout``, and with it the request that needed a fresh view."""
         with self.mu:
             targets, view = self.coord.gossip_targets(), self.coord.membership.view()
-        for nid in targets:
-            try:
-                got = unpack_result(ray.get(self.transport.handle(nid).call_packed.remote(
-                    pack_call("gossip", (view,))), timeout=self.config.request_timeout))
-            except Exception:   # noqa: BLE001 - any failure: try the next node
+        call = pack_call("gossip", (view,))
+        for lo in range(0, len(targets), REFRESH_ASKS):
+            asks = {}
+            for nid in targets[lo:lo + REFRESH_ASKS]:
+                try:
+                    asks[self.transport.handle(nid).call_packed.remote(call)] = nid
+                except NodeUnavailable:
+                    with self.mu:
+                        self.coord.membership.suspect(nid, self.transport.now())
+            pending, end = list(asks), time.monotonic() + self.config.request_timeout
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, end - time.monotonic()))
+                if not ready:
+                    break
+                try:
+                    got = unpack_result(ray.get(ready[0]))
+                except Exception:   # noqa: BLE001 - any failure: wait for the other ask
+                    with self.mu:
+                        self.coord.membership.suspect(asks[ready[0]], self.transport.now())
+                    continue
                 with self.mu:
-                    self.coord.membership.suspect(nid, self.transport.now())
-                continue
-            with self.mu:
-                self.coord.absorb_view(got)
-            return True
+                    self.coord.absorb_view(got)
+                return True
+            with self.mu:                       # no answer within request_timeout
+                for ref in pending:
+                    self.coord.membership.suspect(asks[ref], self.transport.now())
         return False
 
     def _first_view(self, seeds: list[str]) -> None:

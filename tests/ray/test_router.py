@@ -103,7 +103,8 @@ def test_client_reads_and_puts_ask_r_or_w_replicas_and_speculate_past_a_stopped_
     """``get_many`` (and ``get``) from the driver asks R = 2 replicas per key (the nodes count the keys they are
     asked for).
     A replica whose process is stopped (SIGSTOP: alive to Ray, silent to us) costs ``speculative_retry``
-    (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares, and a put writes its spare."""
+    (0.05 s) and not ``request_timeout`` (10 s): the router asks the spares, a put writes its spare, and a
+    refresh of the router's view takes the other node's answer."""
     kv = raykv.start(name="route3", nodes=5, data_dir=store_dir, request_timeout=10.0)
     keys = [b"b%d" % i for i in range(300)]
     stopped = None
@@ -132,6 +133,11 @@ def test_client_reads_and_puts_ask_r_or_w_replicas_and_speculate_past_a_stopped_
         t0 = time.monotonic()                     # a single-key get asks R = 2 too, the stopped one first
         assert kv.get(keys[0]) == b"v" + keys[0]
         assert time.monotonic() - t0 < 2.0
+        router = kv._client.router                # a view refresh asking the stopped node first is not held
+        router.coord.gossip_targets = lambda: [victim] + [n for n in ids if n != victim][:3]
+        t0 = time.monotonic()
+        assert router.refresh() and time.monotonic() - t0 < 2.0
+        del router.coord.gossip_targets
         fresh = next(k for k in (b"p%d" % i for i in range(1000)) if replicas_of(kv, k)[0] == victim)
         t0 = time.monotonic()                     # a single-key put writes W = 2 first, the stopped one first
         kv.put(fresh, b"new")
