@@ -14,6 +14,19 @@ from raykv.sim.simulation import SIM_CONFIG, Simulation
 NO_AE = SIM_CONFIG.with_(anti_entropy_interval=1e9)
 
 
+def calls_of(c, method: str | None = None) -> list:
+    """Spy on the coordinator's transport: the list it returns gets ``(node, method, args)`` of every call it
+    makes from now on (of ``method`` only, when given)."""
+    seen, real = [], c.transport.call
+
+    async def spy(node, m, *args, timeout):
+        if method is None or m == method:
+            seen.append((node, m, args))
+        return await real(node, m, *args, timeout=timeout)
+    c.transport.call = spy
+    return seen
+
+
 def values(sibs):
     return sorted(s.value for s in sibs)
 
@@ -131,20 +144,14 @@ def test_batches_make_one_call_per_replica_node():
     c = sim.coordinator("c0")
 
     async def body():
-        calls = []
-        real = c.transport.call
-
-        async def spy(node, method, *args, timeout):
-            calls.append((node, method))
-            return await real(node, method, *args, timeout=timeout)
-        c.transport.call = spy
+        calls = calls_of(c)
         keys = [b"key%d" % i for i in range(100)]
         await c.put_many([(k, b"v" + k) for k in keys])
-        puts = [n for n, m in calls if m == "put_blind"]
+        puts = [n for n, m, _args in calls if m == "put_blind"]
         assert len(puts) == len(set(puts)) <= len(sim.specs)
         calls.clear()
         got = await c.get_many(keys + [b"missing"], r=3)
-        gets = [n for n, m in calls if m == "get_hashed"]
+        gets = [n for n, m, _args in calls if m == "get_hashed"]
         assert len(gets) == len(set(gets)) <= len(sim.specs)
         assert sorted(got) == sorted(keys) and all(values(v) == [b"v" + k] for k, v in got.items())
     sim.run_booted(body)
@@ -160,18 +167,11 @@ def test_bulk_read_asks_r_replicas_and_speculates_past_a_silent_one(seed):
     keys = [b"key%d" % i for i in range(60)]
 
     async def body():
-        asks = []
-        real = c.transport.call
-
-        async def spy(node, method, *args, timeout):
-            if method == "get_hashed":
-                asks.append((node, list(args[0][0])))
-            return await real(node, method, *args, timeout=timeout)
-        c.transport.call = spy
+        asks = calls_of(c, "get_hashed")
         await c.put_many([(k, b"v" + k) for k in keys], w=3)
         got = await c.get_many(keys)
         assert {k: values(v) for k, v in got.items()} == {k: [b"v" + k] for k in keys}
-        assert sum(len(ks) for _n, ks in asks) == 2 * len(keys)                    # R per key, not N
+        assert sum(len(args[0][0]) for _n, _m, args in asks) == 2 * len(keys)      # R per key, not N
         assert c.counters["speculative_reads"] == 0
 
         victim = sim._ring().preference_list(keys[0], 3)[0]
@@ -230,14 +230,7 @@ def test_single_key_get_asks_r_replicas_and_speculates_after_its_own_percentile(
     key = b"one-key"
 
     async def body():
-        asks = []
-        real = c.transport.call
-
-        async def spy(node, method, *args, timeout):
-            if method == "get_hashed":
-                asks.append(node)
-            return await real(node, method, *args, timeout=timeout)
-        c.transport.call = spy
+        asks = calls_of(c, "get_hashed")
         await c.put(key, b"v", w=3)
         for _ in range(40):
             assert values(await c.get(key)) == [b"v"]
@@ -271,14 +264,7 @@ def test_single_key_put_writes_w_replicas_first_then_the_rest_and_speculates(see
     keys = [b"put-%d" % i for i in range(40)]
 
     async def body():
-        writes = []
-        real = c.transport.call
-
-        async def spy(node, method, *args, timeout):
-            if method == "put_encoded":
-                writes.append(node)
-            return await real(node, method, *args, timeout=timeout)
-        c.transport.call = spy
+        writes = calls_of(c, "put_encoded")
         for k in keys:
             await c.put(k, b"v" + k)
         await sim.sleep(1.0)                          # the third copies were not waited for: let them land
@@ -379,13 +365,7 @@ def test_scan_with_a_node_down_still_returns_every_key_in_few_rounds():
     async def body():
         keys = {b"key%d" % i for i in range(120)}
         await c.put_many([(k, b"v") for k in sorted(keys)], w=3)
-        calls = []
-        real = c.transport.call
-
-        async def spy(node, method, *args, timeout):
-            calls.append(method)
-            return await real(node, method, *args, timeout=timeout)
-        c.transport.call = spy
+        calls = calls_of(c)
         sim.crash(sorted(sim.specs)[0])
         seen, cursor = [], None
         while True:
@@ -395,7 +375,7 @@ def test_scan_with_a_node_down_still_returns_every_key_in_few_rounds():
                 break
         assert sorted(seen) == sorted(keys)
         # one call per node per page round, not one per ring segment
-        assert calls.count("fetch_range") <= 2 * len(sim.specs)
+        assert sum(m == "fetch_range" for _n, m, _args in calls) <= 2 * len(sim.specs)
     sim.run_booted(body)
 
 
