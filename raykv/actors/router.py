@@ -65,7 +65,8 @@ READ_ROUND = 1000           # keys per bulk read round: asking R of N replicas, 
 MAX_ROUND = 4096            # keys per bulk write round at most
 FIRST_VIEW = 8              # nodes asked for their view when a process connects
 REFRESH_ASKS = 2            # nodes asked at once for their view on a refresh (the first answer is taken)
-LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair)
+LATE_EVERY = 0.05           # seconds between the daemon's passes over late replies (read repair) and the
+                            # copies puts made past W
 BULK = 64                   # keys from which a request pauses the cyclic GC
 
 
@@ -386,8 +387,9 @@ class ClientRouter:
     def _flush_behind(self) -> None:
         """Daemon thread, every ``LATE_EVERY`` s (and at ``close``): the copies single-key puts made past their W
         acks (``WriteRound.rest``), one ``put_encoded`` per node for all of them (split at ``max_payload``), not
-        waited for. Why not one call per put, at once: that call, paid in the put's own latency, was ~0.15x a raw
-        round trip of a put's ~2.3x on a 2-core host, and one call carries the copies of many puts. Cost: a
+        waited for. Why not one call per put, at once: on a 2-core host that call is paid in the put's latency
+        (puts back to back: 2.2-2.5x a raw round trip with the copies behind, 2.3-3.7x with each sent after its
+        put's acks, docs/benchmarks.md "Session 9"), and one call carries the copies of many puts. Cost: a
         replica past W gets its copy up to ``LATE_EVERY`` s later; a copy whose node is down or that this
         process never sends (it exits first) is repaired by anti-entropy, as a lost copy past W always was."""
         by: dict[str, list] = {}

@@ -190,7 +190,8 @@ class WriteRound(_Round):
     is decided the driver sends ``rest()``: every spare not written yet, not waited for. So every replica still
     gets the write, as with all N at once; what changes is that the Nth call leaves after the W acks instead of
     before them. Why: on a shared host the third call's send and the third replica's work are paid in the
-    put's latency (3 calls, wait for 2: 2.1-2.4x a raw call; W first: 2.0-2.2x, docs/benchmarks.md "Session 9").
+    put's latency (3 calls, wait for 2: 2.06-2.19x a raw call; W first, then the third: 1.96-2.05x; measured
+    alternated, docs/benchmarks.md "Session 9").
     A spare that is down gets its copy through a hinted fallback, like a down replica at ``start()``.
 
     A call's tag is ``(node, slots, hinted)``; ``slots`` None marks a best-effort copy to a pending owner."""
