@@ -50,7 +50,7 @@ import ray
 from raykv.actors.metrics import Metrics
 from raykv.actors.round_driver import RoundDriver
 from raykv.actors.transport import RayTransport, pack_call, unpack_result
-from raykv.cluster.rounds import bulk_write_rounds, raise_failed
+from raykv.cluster.rounds import bulk_write_rounds, encoded_size, payload_cuts, raise_failed
 from raykv.cluster.vclock import VClock
 from raykv.errors import NodeUnavailable
 from raykv.types import Version
@@ -386,7 +386,7 @@ class ClientRouter:
 
     def _flush_behind(self) -> None:
         """Daemon thread, every ``LATE_EVERY`` s (and at ``close``): the copies single-key puts made past their W
-        acks (``WriteRound.rest``), one ``put_encoded`` per node for all of them (split at ``max_payload``), not
+        acks (``WriteRound.rest``), one ``put_encoded`` per node for all of them (``rounds.payload_cuts``), not
         waited for. Why not one call per put, at once: on a 2-core host that call is paid in the put's latency
         (puts back to back: 2.2-2.5x a raw round trip with the copies behind, 2.3-3.7x with each sent after its
         put's acks, docs/benchmarks.md "Session 9"), and one call carries the copies of many puts. Cost: a
@@ -396,19 +396,14 @@ class ClientRouter:
         while self._behind:
             node, items = self._behind.popleft()
             by.setdefault(node, []).extend(items)
-        cap = self.transport.max_payload
         for node, items in by.items():
-            lo, size = 0, 0
-            for hi, item in enumerate(items, 1):
-                size += sum(map(len, item[:2])) + 24
-                if size >= cap or hi == len(items):
-                    try:
-                        self.transport.handle(node).call_packed.remote(pack_call("put_encoded", (items[lo:hi],)))
-                    except NodeUnavailable:
-                        with self.mu:
-                            self.coord._failed(node)
-                        break
-                    lo, size = hi, 0
+            for lo, hi in payload_cuts(list(map(encoded_size, items)), self.transport.max_payload):
+                try:
+                    self.transport.handle(node).call_packed.remote(pack_call("put_encoded", (items[lo:hi],)))
+                except NodeUnavailable:
+                    with self.mu:
+                        self.coord._failed(node)
+                    break
 
     def _check_pushes(self, now: float) -> None:
         if not self._pushes:

@@ -96,6 +96,28 @@ def bulk_write_rounds(items: list[tuple[bytes, bytes | None]], nodes: int, repli
     return [(lo, min(lo + step, len(items))) for lo in range(0, len(items), step)]
 
 
+ENCODED_ITEM_OVERHEAD = 24   # bytes of a ``put_encoded`` item's pickle framing besides its key and bytes
+
+
+def encoded_size(item: tuple) -> int:
+    """Wire bytes of one ``put_encoded`` item, ``(key, bytes)`` or ``(key, bytes, hint target)``, about."""
+    return len(item[0]) + len(item[1]) + ENCODED_ITEM_OVERHEAD
+
+
+def payload_cuts(sizes: list[int], cap: int | None) -> list[tuple[int, int]]:
+    """Items of ``sizes`` bytes cut into runs [lo, hi) of at most ``cap`` bytes each (at least one item each;
+    one run without a cap). O(items)."""
+    if not cap:
+        return [(0, len(sizes))]
+    acc = list(accumulate(sizes))
+    cuts, lo, base = [], 0, 0
+    while lo < len(sizes):
+        hi = max(lo + 1, bisect_right(acc, base + cap, lo))
+        cuts.append((lo, hi))
+        base, lo = acc[hi - 1], hi
+    return cuts
+
+
 def _group(prefs: list[tuple]) -> dict[tuple, list[int]]:
     """{preference list: indices of the keys that have it}: keys of one ring segment share one."""
     by: dict[tuple, list[int]] = {}
@@ -362,7 +384,7 @@ class WriteRound(_Round):
         return out
 
     def _cuts(self, idx: list[int]) -> list[tuple[int, int]]:
-        """``idx`` cut into runs [lo, hi) whose payload stays under ``max_payload`` bytes (at least one item each)."""
+        """``idx`` cut into runs [lo, hi) whose payload stays under ``max_payload`` bytes (``payload_cuts``)."""
         cap = self.max_payload
         if not cap:
             return [(0, len(idx))]
@@ -371,14 +393,8 @@ class WriteRound(_Round):
                 size = self.blind.size
                 self._sizes = [len(k) + size(i) for i, k in enumerate(self.keys)]
             else:
-                self._sizes = [len(k) + len(b) + 24 for k, b in self.plain]
-        acc = list(accumulate(map(self._sizes.__getitem__, idx)))
-        cuts, lo, base = [], 0, 0
-        while lo < len(idx):
-            hi = max(lo + 1, bisect_right(acc, base + cap, lo))
-            cuts.append((lo, hi))
-            base, lo = acc[hi - 1], hi
-        return cuts
+                self._sizes = list(map(encoded_size, self.plain))
+        return payload_cuts(list(map(self._sizes.__getitem__, idx)), cap)
 
     def on_reply(self, tag, res, exc: BaseException | None) -> list[Send]:
         """Credit acks to the intended replicas; re-route the failed share (at most ``WRITE_REROUTES`` times)."""
