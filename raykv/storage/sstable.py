@@ -262,17 +262,10 @@ class TableReader:
             return None
         return self._block(i).find(key)
 
-    def find(self, key: bytes):
-        """``get`` without the bloom filter (for a caller that probed it already; ``find_many`` is the batch form
-        ``Version.get_many`` uses)."""
-        i = bisect_left(self.index_keys, key)
-        if i == len(self.index_keys):
-            return None
-        return self._block(i).find(key)
-
     def find_many(self, keys: list[bytes], idx, out: list) -> bool:
-        """``out[i] = self.find(keys[i])`` for each ``i`` of ``idx`` the table holds (others left as they are);
-        True if any was found. One loop per table for a batch (``Version.get_many``), not a call per key."""
+        """``get`` without the bloom filter, for a caller that probed it already (``Version.get_many``): ``out[i]``
+        = the entry of ``keys[i]`` for each ``i`` of ``idx`` the table holds (others left as they are); True if
+        any was found. One loop per table for a batch, not a call per key."""
         index, n, block = self.index_keys, len(self.index_keys), self._block
         found = False
         for i in idx:
